@@ -1,0 +1,471 @@
+"""Inventory file -> validated Inventory, or every problem at once with file:line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..probes import KINDS, prober_class
+from .errors import ConfigError, Problem
+from .model import Endpoint, Inventory, Module, Thresholds, Tier
+from .values import (
+    LABEL_NAME,
+    ValueProblem,
+    build_settings,
+    check_address,
+    parse_duration,
+    replace_settings,
+)
+from .yamlnodes import LinedList, LinedMap, load_lined_yaml
+
+MIN_TIERS, MAX_TIERS = 2, 6
+# Label names the exporter itself puts on series (or Prometheus reserves): a tier or a
+# free label may not take them.
+RESERVED_LABELS = frozenset(
+    {
+        "endpoint", "tier", "name", "parent", "address", "probe", "module", "reason",
+        "grade", "session", "job", "instance", "le", "quantile", "version", "revision",
+        "delegates", "latitude", "longitude", "code", "kind", "source",
+    }
+)  # fmt: skip
+TOP_KEYS = {"interval", "concurrency", "thresholds", "tiers", "modules", "endpoints"}
+TIER_KEYS = {"name", "modules", "thresholds"}
+MODULE_KEYS = {"prober", "timeout", "required"}
+ENDPOINT_KEYS = {
+    "id", "name", "tier", "parent", "address", "modules", "overrides", "labels",
+    "delegates", "latitude", "longitude",
+}  # fmt: skip
+THRESHOLD_KEYS = {
+    "rtt_warning": "rtt_warning_seconds",
+    "rtt_critical": "rtt_critical_seconds",
+    "jitter_warning": "jitter_warning_seconds",
+    "jitter_critical": "jitter_critical_seconds",
+    "loss_warning": "loss_warning_ratio",
+    "loss_critical": "loss_critical_ratio",
+}
+DEFAULT_MODULE_TIMEOUT = 10.0
+
+
+class _Checker:
+    """Walks the YAML data, collecting problems instead of stopping at the first."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.problems: list[Problem] = []
+
+    def add(self, line: int, message: str) -> None:
+        self.problems.append(Problem(self.path, line, message))
+
+    def mapping(self, value: Any, line: int, what: str) -> LinedMap | None:
+        if isinstance(value, LinedMap):
+            return value
+        self.add(line, f"{what} must be a mapping (key: value lines)")
+        return None
+
+    def unknown_keys(self, data: LinedMap, allowed: set[str], what: str) -> None:
+        for key in data:
+            if key not in allowed:
+                self.add(
+                    data.line_of(key),
+                    f"unknown key {key!r} in {what}; allowed: {', '.join(sorted(allowed))}",
+                )
+
+    def duration(self, data: LinedMap, key: str, default: float) -> float:
+        if key not in data:
+            return default
+        try:
+            return parse_duration(data[key])
+        except ValueProblem as exc:
+            self.add(data.line_of(key), f"{key}: {exc}")
+            return default
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Read and validate an inventory file. Raises ConfigError listing every problem."""
+    path_text = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([Problem(path_text, 0, f"cannot read file: {exc.strerror}")]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError([Problem(path_text, 0, "file is not UTF-8; save it as UTF-8")]) from exc
+    return parse_inventory(text, path_text)
+
+
+def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
+    data, problems = load_lined_yaml(text, path)
+    check = _Checker(path)
+    check.problems.extend(problems)
+    if data is None and not problems:
+        check.add(0, "file is empty; it needs tiers, modules and endpoints")
+    if check.problems:
+        raise ConfigError(check.problems)
+    root = check.mapping(data, 1, "the inventory")
+    if root is None:
+        raise ConfigError(check.problems)
+    check.unknown_keys(root, TOP_KEYS, "the inventory")
+
+    interval = check.duration(root, "interval", 30.0)
+    if interval <= 0:
+        check.add(root.line_of("interval"), "interval must be greater than 0")
+        interval = 30.0
+    concurrency = root.get("concurrency", 512)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        check.add(root.line_of("concurrency"), "concurrency must be a whole number >= 1")
+        concurrency = 512
+
+    default_thresholds = _thresholds(check, root.get("thresholds"), root.line_of("thresholds"))
+    modules = _modules(check, root)
+    tiers = _tiers(check, root, modules, default_thresholds)
+    endpoints = _endpoints(check, root, tiers, modules)
+    if check.problems:
+        raise ConfigError(sorted(check.problems, key=lambda p: p.line))
+    return Inventory(
+        source=path,
+        tiers=tuple(tiers),
+        modules=modules,
+        endpoints=endpoints,
+        interval=interval,
+        concurrency=concurrency,
+    )
+
+
+def _thresholds(check: _Checker, raw: Any, line: int, base: Thresholds | None = None) -> Thresholds:
+    base = base or Thresholds()
+    if raw is None:
+        return base
+    data = check.mapping(raw, line, "thresholds")
+    if data is None:
+        return base
+    check.unknown_keys(data, set(THRESHOLD_KEYS), "thresholds")
+    values = {}
+    for key, field in THRESHOLD_KEYS.items():
+        if key not in data:
+            continue
+        if key.startswith("loss"):
+            value = data[key]
+            if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+                values[field] = float(value)
+            else:
+                check.add(data.line_of(key), f"{key} must be a ratio from 0 to 1 (0.01 = 1 %)")
+        else:
+            values[field] = check.duration(data, key, getattr(base, field))
+    merged = {**base.__dict__, **values}
+    result = Thresholds(**merged)
+    for kind in ("rtt", "jitter"):
+        if getattr(result, f"{kind}_warning_seconds") > getattr(result, f"{kind}_critical_seconds"):
+            check.add(data.line, f"{kind}_warning must not be above {kind}_critical")
+    if result.loss_warning_ratio > result.loss_critical_ratio:
+        check.add(data.line, "loss_warning must not be above loss_critical")
+    return result
+
+
+def _modules(check: _Checker, root: LinedMap) -> dict[str, Module]:
+    modules: dict[str, Module] = {}
+    raw = check.mapping(root.get("modules"), root.line_of("modules"), "modules")
+    if raw is None:
+        return modules
+    for name, body in raw.items():
+        line = raw.line_of(name)
+        spec = check.mapping(body, line, f"module {name!r}")
+        if spec is None:
+            continue
+        kind = spec.get("prober")
+        if kind not in KINDS:
+            check.add(
+                spec.line_of("prober"),
+                f"module {name!r}: prober must be one of {', '.join(KINDS)}, not {kind!r}",
+            )
+            continue
+        check.unknown_keys(spec, MODULE_KEYS | {kind}, f"module {name!r}")
+        timeout = check.duration(spec, "timeout", DEFAULT_MODULE_TIMEOUT)
+        if timeout <= 0:
+            check.add(spec.line_of("timeout"), f"module {name!r}: timeout must be > 0")
+            timeout = DEFAULT_MODULE_TIMEOUT
+        required = spec.get("required", True)
+        if not isinstance(required, bool):
+            check.add(spec.line_of("required"), f"module {name!r}: required must be true/false")
+            required = True
+        raw_settings = spec.get(kind)
+        if raw_settings is not None and not isinstance(raw_settings, LinedMap):
+            check.add(spec.line_of(kind), f"module {name!r}: {kind} settings must be a mapping")
+            raw_settings = None
+        settings, problems = build_settings(prober_class(kind).Settings, raw_settings)
+        for key, message in problems:
+            where = raw_settings.line_of(key) if raw_settings and key else spec.line_of(kind)
+            check.add(where, f"module {name!r}: {message}")
+        modules[name] = Module(name, kind, timeout, required, settings)
+    return modules
+
+
+def _module_list(check: _Checker, value: Any, line: int, modules: dict, what: str) -> tuple:
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        check.add(line, f"{what}: modules must be a list of module names")
+        return ()
+    for index, name in enumerate(value):
+        if name not in modules:
+            where = value.line_of(index) if isinstance(value, LinedList) else line
+            known = ", ".join(modules) or "none defined"
+            check.add(where, f"{what}: unknown module {name!r}; defined modules: {known}")
+    return tuple(m for m in value if m in modules)
+
+
+def _tiers(check: _Checker, root: LinedMap, modules: dict, thresholds: Thresholds) -> list[Tier]:
+    raw = root.get("tiers")
+    line = root.line_of("tiers")
+    if not isinstance(raw, LinedList):
+        check.add(line, "tiers must be a list, from the top tier down (e.g. central, province)")
+        return []
+    if not MIN_TIERS <= len(raw) <= MAX_TIERS:
+        check.add(line, f"there must be {MIN_TIERS} to {MAX_TIERS} tiers, not {len(raw)}")
+    tiers: list[Tier] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(raw):
+        item_line = raw.line_of(index)
+        spec = check.mapping(item, item_line, "a tier")
+        if spec is None:
+            continue
+        check.unknown_keys(spec, TIER_KEYS, "a tier")
+        name = spec.get("name")
+        name_line = spec.line_of("name")
+        if not isinstance(name, str) or not LABEL_NAME.match(name) or name.startswith("__"):
+            check.add(
+                name_line,
+                f"tier name {name!r} is not a legal Prometheus label name; use letters, "
+                "digits and _ (not starting with a digit or __), e.g. district",
+            )
+            continue
+        if name in RESERVED_LABELS:
+            check.add(name_line, f"tier name {name!r} is reserved by the exporter; rename it")
+            continue
+        if name in seen:
+            check.add(name_line, f"tier {name!r} is listed twice (first at line {seen[name]})")
+            continue
+        seen[name] = name_line
+        tier_modules = (
+            _module_list(check, spec["modules"], spec.line_of("modules"), modules, f"tier {name}")
+            if "modules" in spec
+            else ()
+        )
+        tier_thresholds = _thresholds(
+            check, spec.get("thresholds"), spec.line_of("thresholds"), thresholds
+        )
+        tiers.append(Tier(name, len(tiers), tier_modules, tier_thresholds))
+    return tiers
+
+
+def _endpoints(
+    check: _Checker, root: LinedMap, tiers: list[Tier], modules: dict[str, Module]
+) -> dict[str, Endpoint]:
+    raw = root.get("endpoints")
+    if not isinstance(raw, LinedList) or not raw:
+        check.add(root.line_of("endpoints"), "endpoints must be a non-empty list")
+        return {}
+    tier_by_name = {t.name: t for t in tiers}
+    specs: dict[str, tuple[LinedMap, Tier | None]] = {}
+    for index, item in enumerate(raw):
+        spec = check.mapping(item, raw.line_of(index), "an endpoint")
+        if spec is None:
+            continue
+        check.unknown_keys(spec, ENDPOINT_KEYS, "an endpoint")
+        endpoint_id = spec.get("id")
+        if not isinstance(endpoint_id, str) or not endpoint_id.strip():
+            check.add(spec.line, "endpoint has no id; add `id:` (letters, digits, - _ .)")
+            continue
+        if endpoint_id in specs:
+            first = specs[endpoint_id][0].line_of("id")
+            check.add(
+                spec.line_of("id"),
+                f"duplicate endpoint id {endpoint_id!r} (first at line {first}); ids must be "
+                "unique",
+            )
+            continue
+        for key in ("name", "tier", "address"):
+            if not isinstance(spec.get(key), str) or not spec.get(key):
+                check.add(spec.line, f"endpoint {endpoint_id!r}: `{key}` is missing or empty")
+        tier = tier_by_name.get(spec.get("tier"))
+        if spec.get("tier") and tier is None:
+            check.add(
+                spec.line_of("tier"),
+                f"endpoint {endpoint_id!r}: unknown tier {spec.get('tier')!r}; tiers: "
+                f"{', '.join(tier_by_name)}",
+            )
+        if isinstance(spec.get("address"), str):
+            try:
+                check_address(spec["address"])
+            except ValueProblem as exc:
+                check.add(spec.line_of("address"), f"endpoint {endpoint_id!r}: {exc}")
+        specs[endpoint_id] = (spec, tier)
+
+    ancestors = _ancestry(check, specs)
+    endpoints: dict[str, Endpoint] = {}
+    for endpoint_id, (spec, tier) in specs.items():
+        if tier is None or endpoint_id not in ancestors:
+            continue
+        endpoint = _endpoint(check, endpoint_id, spec, tier, ancestors[endpoint_id], modules)
+        if endpoint is not None:
+            endpoints[endpoint_id] = endpoint
+    return endpoints
+
+
+def _ancestry(check: _Checker, specs: dict) -> dict[str, tuple[str, ...]]:
+    """Parent checks (unknown, missing, cycles, tier order) and each endpoint's ancestors."""
+    parent_of: dict[str, str | None] = {}
+    for endpoint_id, (spec, tier) in specs.items():
+        parent = spec.get("parent")
+        if tier is None:
+            continue
+        line = spec.line_of("parent") if "parent" in spec else spec.line
+        if tier.level == 0:
+            if parent is not None:
+                check.add(
+                    line,
+                    f"endpoint {endpoint_id!r} is in the top tier {tier.name!r} and cannot have "
+                    "a parent; remove `parent:` or change its tier",
+                )
+                continue
+            parent_of[endpoint_id] = None
+            continue
+        if parent is None:
+            check.add(
+                line,
+                f"endpoint {endpoint_id!r} has no parent; add `parent:` with the id of the "
+                "endpoint above it",
+            )
+            continue
+        if parent not in specs:
+            check.add(
+                line,
+                f"endpoint {endpoint_id!r}: parent {parent!r} is not an endpoint id in this "
+                "file; fix the id or add that endpoint",
+            )
+            continue
+        parent_tier = specs[parent][1]
+        if parent_tier is not None and parent_tier.level >= tier.level:
+            check.add(
+                line,
+                f"endpoint {endpoint_id!r} (tier {tier.name}) cannot sit below {parent!r} "
+                f"(tier {parent_tier.name}): a parent must be in a higher tier",
+            )
+        parent_of[endpoint_id] = parent
+
+    ancestors: dict[str, tuple[str, ...]] = {}
+    reported_cycles: set[frozenset[str]] = set()
+    for endpoint_id in parent_of:
+        chain = [endpoint_id]
+        current = parent_of[endpoint_id]
+        complete = True
+        while current is not None:
+            if current not in parent_of:  # that parent's own problem is already reported
+                complete = False
+                break
+            if current in chain:
+                cycle = chain[chain.index(current) :]
+                if frozenset(cycle) not in reported_cycles:
+                    reported_cycles.add(frozenset(cycle))
+                    loop_text = " -> ".join([*cycle, current])
+                    check.add(
+                        specs[current][0].line_of("parent"),
+                        f"parent cycle: {loop_text}; every chain must end at a top-tier endpoint",
+                    )
+                complete = False
+                break
+            chain.append(current)
+            current = parent_of[current]
+        if complete:
+            ancestors[endpoint_id] = tuple(reversed(chain[1:]))
+    return ancestors
+
+
+def _endpoint(
+    check: _Checker,
+    endpoint_id: str,
+    spec: LinedMap,
+    tier: Tier,
+    ancestors: tuple[str, ...],
+    modules: dict[str, Module],
+) -> Endpoint | None:
+    what = f"endpoint {endpoint_id!r}"
+    module_names = (
+        _module_list(check, spec["modules"], spec.line_of("modules"), modules, what)
+        if "modules" in spec
+        else tier.modules
+    )
+    if not module_names:
+        check.add(
+            spec.line,
+            f"{what} has no probe modules; list `modules:` on it or on tier {tier.name!r}",
+        )
+    overrides = _overrides(check, spec, module_names, modules, what)
+    labels: dict[str, str] = {}
+    raw_labels = spec.get("labels")
+    if raw_labels is not None:
+        label_map = check.mapping(raw_labels, spec.line_of("labels"), f"{what} labels")
+        for key, value in (label_map or {}).items():
+            bad = not isinstance(key, str) or not LABEL_NAME.match(key) or key.startswith("__")
+            if bad or key in RESERVED_LABELS:
+                check.add(
+                    label_map.line_of(key),
+                    f"{what}: label {key!r} is not a legal label name or is reserved; rename it",
+                )
+            elif isinstance(value, dict | list):
+                check.add(label_map.line_of(key), f"{what}: label {key!r} must be a plain value")
+            else:
+                labels[key] = str(value)
+    delegates = spec.get("delegates")
+    if delegates is not None and (
+        not isinstance(delegates, int) or isinstance(delegates, bool) or delegates < 0
+    ):
+        check.add(spec.line_of("delegates"), f"{what}: delegates must be a whole number >= 0")
+        delegates = None
+    coords = {}
+    for key, limit in (("latitude", 90), ("longitude", 180)):
+        value = spec.get(key)
+        if value is None:
+            continue
+        if (
+            isinstance(value, int | float)
+            and not isinstance(value, bool)
+            and -limit <= value <= limit
+        ):
+            coords[key] = float(value)
+        else:
+            check.add(spec.line_of(key), f"{what}: {key} must be a number from -{limit} to {limit}")
+    return Endpoint(
+        id=endpoint_id,
+        name=spec.get("name") or endpoint_id,
+        tier=tier.name,
+        parent=spec.get("parent"),
+        address=spec.get("address") or "",
+        modules=module_names,
+        ancestors=ancestors,
+        labels=labels,
+        delegates=delegates,
+        overrides=overrides,
+        line=spec.line,
+        **coords,
+    )
+
+
+def _overrides(
+    check: _Checker, spec: LinedMap, module_names: tuple, modules: dict, what: str
+) -> dict[str, Module]:
+    raw = spec.get("overrides")
+    if raw is None:
+        return {}
+    data = check.mapping(raw, spec.line_of("overrides"), f"{what} overrides")
+    result: dict[str, Module] = {}
+    for name, body in (data or {}).items():
+        line = data.line_of(name)
+        if name not in module_names:
+            check.add(line, f"{what}: override for {name!r}, which is not one of its modules")
+            continue
+        settings_map = check.mapping(body, line, f"{what} override {name!r}")
+        if settings_map is None:
+            continue
+        module = modules[name]
+        settings, problems = replace_settings(module.settings, settings_map)
+        for key, message in problems:
+            check.add(settings_map.line_of(key) if key else line, f"{what}: {name}: {message}")
+        result[name] = Module(module.name, module.prober, module.timeout, module.required, settings)
+    return result

@@ -1,0 +1,85 @@
+"""YAML loading that remembers where every key and list item came from.
+
+Validation messages must name the line to fix, so the inventory is composed into nodes
+and converted by hand: mappings become `LinedMap` (with the line of each key) and lists
+`LinedList` (with the line of each item). Duplicate keys are reported, not silently
+overwritten as PyYAML would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .errors import Problem
+
+
+class LinedMap(dict):
+    line: int
+    key_lines: dict[Any, int]
+
+    def line_of(self, key: Any) -> int:
+        return self.key_lines.get(key, self.line)
+
+
+class LinedList(list):
+    line: int
+    item_lines: list[int]
+
+    def line_of(self, index: int) -> int:
+        return self.item_lines[index] if index < len(self.item_lines) else self.line
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _convert(node: yaml.Node, constructor: yaml.SafeLoader, path: str, problems: list[Problem]):
+    if isinstance(node, yaml.MappingNode):
+        result = LinedMap()
+        result.line, result.key_lines = _line(node), {}
+        for key_node, value_node in node.value:
+            key = constructor.construct_object(key_node, deep=True)
+            if key in result:
+                problems.append(
+                    Problem(
+                        path,
+                        _line(key_node),
+                        f"duplicate key {key!r} (first at line {result.key_lines[key]}); "
+                        "keep only one",
+                    )
+                )
+                continue
+            result.key_lines[key] = _line(key_node)
+            result[key] = _convert(value_node, constructor, path, problems)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        items = LinedList()
+        items.line, items.item_lines = _line(node), []
+        for item in node.value:
+            items.item_lines.append(_line(item))
+            items.append(_convert(item, constructor, path, problems))
+        return items
+    return constructor.construct_object(node, deep=True)
+
+
+def load_lined_yaml(text: str, path: str) -> tuple[Any, list[Problem]]:
+    """Parse `text`; return (data, problems). A syntax error is one problem with its line."""
+    problems: list[Problem] = []
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            data = _convert(node, loader, path, problems) if node is not None else None
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        problems.append(Problem(path, line, f"YAML syntax error: {exc.problem}; fix the syntax"))
+        return None, problems
+    except yaml.YAMLError as exc:
+        problems.append(Problem(path, 0, f"YAML error: {exc}"))
+        return None, problems
+    return data, problems

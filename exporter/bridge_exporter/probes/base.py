@@ -1,0 +1,81 @@
+"""The small interface every prober implements.
+
+A prober is created once per exporter process (so it can own shared resources such as
+the ICMP socket), started, asked to probe many targets concurrently, and closed.
+Each prober declares its settings as a dataclass; the config package validates an
+inventory's module settings against it (unknown keys, types, durations) so that a bad
+setting is reported with file and line before anything runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+class Seconds(float):
+    """A duration in seconds; in YAML written as `200ms`, `5s`, `1m` or a plain number."""
+
+
+@dataclass
+class ProbeResult:
+    """What one probe of one endpoint found. Fields a prober does not measure stay None."""
+
+    success: bool
+    duration_seconds: float = 0.0
+    # Short, stable, machine-friendly reason for a failure ("timeout", "refused",
+    # "icmp_not_permitted", "status_503", ...). Empty on success.
+    reason: str = ""
+    # Round-trip figures (seconds) and loss for probers that send a train of packets.
+    rtt_seconds: float | None = None  # mean round-trip time of the answered packets
+    rtt_min_seconds: float | None = None
+    rtt_max_seconds: float | None = None
+    jitter_seconds: float | None = None
+    packet_loss_ratio: float | None = None
+    packets_sent: int = 0
+    packets_received: int = 0
+    # Every answered packet's RTT, fed to the cumulative RTT histogram.
+    rtt_samples: list[float] = field(default_factory=list)
+    # Protocol status: SIP response code, HTTP status code.
+    status_code: int | None = None
+    # Prober-specific figures, exposed as bridge_<key> gauges (e.g. media statistics:
+    # "media_packet_loss_ratio", "media_bitrate_bits_per_second").
+    values: dict[str, float] = field(default_factory=dict)
+    # Free-form text lines for /probe?debug=true.
+    debug: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to probe: the endpoint's address (IPv4, IPv6 or hostname) and its id."""
+
+    endpoint_id: str
+    address: str
+
+
+class Prober(ABC):
+    """One kind of probe (icmp, tcp, http, sip, stamp, stats, ...)."""
+
+    kind: ClassVar[str]
+    # A dataclass whose fields (with defaults) are the module settings this prober accepts.
+    Settings: ClassVar[type]
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Acquire shared resources (sockets). Must not raise for lack of privileges:
+        record the problem and report it per probe as a failure reason instead."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release shared resources."""
+
+    def startup_problem(self) -> str | None:
+        """A plain-language problem found at start-up (with its fix), or None."""
+        return None
+
+    @abstractmethod
+    async def probe(
+        self, target: Target, settings: Any, timeout: float, log: logging.Logger
+    ) -> ProbeResult:
+        """Probe one target. Must return within `timeout` seconds (the scheduler also
+        enforces it) and must not raise for network errors: they are failed results."""

@@ -1,0 +1,133 @@
+"""Faults the simulator imposes on an endpoint (or a whole subtree).
+
+The same field names are used in scenario files, in the control API's JSON and here.
+Durations (`*_seconds`) may be written as numbers of seconds or as `200ms`, `5s`, `1m`;
+`loss_ratio` as a number from 0 to 1 or as a percentage string like `"3%"`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ..config.values import ValueProblem, parse_duration
+
+
+@dataclass
+class Fault:
+    down: bool = False  # nothing answers (SIP, H.323, STAMP, HTTP); connections refused/ignored
+    flap_period_seconds: float = 0.0  # >0: alternate up/down every period
+    delay_seconds: float = 0.0  # added one-way-ish delay before answering (STAMP, SIP)
+    jitter_seconds: float = 0.0  # random extra delay, uniform in [0, 2*jitter] minus jitter
+    loss_ratio: float = 0.0  # drop this share of STAMP packets / SIP UDP requests
+    sip_status: int = 200  # final SIP answer code (e.g. 503)
+    sip_delay_seconds: float = 0.0  # slow SIP answer
+    garbage: bool = False  # answer SIP and HTTP with bytes that are not the protocol
+
+    def is_down(self, now: float) -> bool:
+        """`now` counts from when the fault was set, so a flapping endpoint starts up."""
+        if self.down:
+            return True
+        if self.flap_period_seconds > 0:
+            return int(now / self.flap_period_seconds) % 2 == 1
+        return False
+
+    @property
+    def healthy(self) -> bool:
+        return self == Fault()
+
+    def changed_fields(self) -> dict[str, Any]:
+        """The fields that differ from a healthy endpoint, for JSON and logs."""
+        healthy = Fault()
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(healthy, f.name)
+        }
+
+    def describe(self) -> str:
+        """One short human line: `down`, `delay 80ms ± 20ms, loss 3%`, `SIP 503`."""
+        parts: list[str] = []
+        if self.down:
+            parts.append("down")
+        if self.flap_period_seconds > 0:
+            parts.append(f"flapping every {_short(self.flap_period_seconds)}")
+        if self.delay_seconds or self.jitter_seconds:
+            delay = f"delay {_short(self.delay_seconds)}"
+            if self.jitter_seconds:
+                delay += f" ± {_short(self.jitter_seconds)}"
+            parts.append(delay)
+        if self.loss_ratio:
+            parts.append(f"loss {self.loss_ratio * 100:g}%")
+        if self.sip_status != 200:
+            parts.append(f"SIP {self.sip_status}")
+        if self.sip_delay_seconds:
+            parts.append(f"SIP answer after {_short(self.sip_delay_seconds)}")
+        if self.garbage:
+            parts.append("garbage answers")
+        return ", ".join(parts) or "no fault"
+
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Fault))
+
+
+def parse_fault_field(name: str, value: Any) -> Any:
+    """One field's value, checked; raises ValueProblem saying what to write instead."""
+    if name not in FIELD_NAMES:
+        raise ValueProblem(f"unknown fault field {name!r}; known fields: {', '.join(FIELD_NAMES)}")
+    if name in ("down", "garbage"):
+        if not isinstance(value, bool):
+            raise ValueProblem(f"{name} must be true or false, not {value!r}")
+        return value
+    if name.endswith("_seconds"):
+        try:
+            return parse_duration(value)
+        except ValueProblem as exc:
+            raise ValueProblem(f"{name}: {exc}") from None
+    if name == "loss_ratio":
+        return _parse_ratio(value)
+    if name == "sip_status":
+        if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 699:
+            raise ValueProblem(f"sip_status must be a SIP code from 100 to 699, not {value!r}")
+        return value
+    raise AssertionError(f"no parser for fault field {name}")  # a field added without one
+
+
+def _parse_ratio(value: Any) -> float:
+    what = f'loss_ratio must be a number from 0 to 1 or a percentage like "3%", not {value!r}'
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            ratio = float(value.strip()[:-1]) / 100
+        except ValueError:
+            raise ValueProblem(what) from None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        ratio = float(value)
+    else:
+        raise ValueProblem(what)
+    if not 0 <= ratio <= 1:
+        raise ValueProblem(what)
+    return ratio
+
+
+def fault_from_mapping(data: dict[str, Any]) -> tuple[Fault, list[tuple[str, str]]]:
+    """A Fault from `{field: value}`; returns (fault, problems as (field, message)).
+
+    Fields with problems keep their healthy default so that every problem is reported.
+    """
+    values: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
+    for name, value in data.items():
+        try:
+            values[name] = parse_fault_field(str(name), value)
+        except ValueProblem as exc:
+            problems.append((str(name), str(exc)))
+    return Fault(**values), problems
+
+
+def _short(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    if seconds < 60 or seconds % 60:
+        return f"{seconds:g}s"
+    return f"{seconds / 60:g}m"
