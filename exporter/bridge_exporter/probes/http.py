@@ -1,0 +1,234 @@
+"""HTTP(S) probe: one request, judged by status code and optionally by the body.
+
+For the web interfaces of MCUs, recorders and gateways. One client session serves every
+target; each probe opens a fresh connection so that it measures what a new client meets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+from yarl import URL
+
+from .. import __version__
+from .base import Prober, ProbeResult, Target
+from .netutil import bracket, classify_os_error
+
+MAX_BODY_BYTES = 1 << 20
+USER_AGENT = f"bridge-exporter/{__version__}"
+
+
+@dataclass
+class HttpSettings:
+    url: str = "http://{address}/"  # {address} becomes the endpoint's address
+    method: str = "GET"
+    valid_status_codes: list[int] = field(default_factory=list)  # empty: any 2xx
+    body_regex: str | None = None  # the body (first MiB) must match, else body_mismatch
+    headers: dict[str, str] = field(default_factory=dict)
+    tls_insecure_skip_verify: bool = False
+    basic_auth_user: str | None = None
+    basic_auth_password_file: str | None = None  # secrets come from files, never inline
+    follow_redirects: bool = True
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass
+class _Request:
+    url: URL
+    headers: dict[str, str]
+    body_pattern: re.Pattern[str] | None
+
+
+class HttpProber(Prober):
+    kind = "http"
+    Settings = HttpSettings
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._client()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=0,  # the scheduler bounds concurrency; a pool cap would queue probes
+                ttl_dns_cache=60,
+                force_close=True,  # no keep-alive: every probe connects anew
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"User-Agent": USER_AGENT},
+                cookie_jar=aiohttp.DummyCookieJar(),  # no state carried between probes
+            )
+        return self._session
+
+    async def probe(
+        self, target: Target, settings: HttpSettings, timeout: float, log: logging.Logger
+    ) -> ProbeResult:
+        started = time.perf_counter()
+        result = ProbeResult(success=False)
+
+        def note(line: str) -> None:
+            log.debug("%s %s: %s", self.kind, target.endpoint_id, line)
+            result.debug.append(line)
+
+        try:
+            request = _prepare(target, settings)
+            shown = request.url.with_password("xxxxx") if request.url.password else request.url
+            note(f"{settings.method.upper()} {shown}")
+            async with asyncio.timeout(timeout):
+                await self._exchange(request, settings, timeout, result, note)
+            result.success = True
+        except _Failed as exc:
+            result.reason = exc.reason
+            note(f"failed ({exc.reason}): {exc}")
+        except TimeoutError:
+            result.reason = "timeout"
+            note(f"no complete answer within the {timeout:g} s timeout")
+        except aiohttp.ClientError as exc:
+            result.reason = _client_error_reason(exc)
+            note(f"failed ({result.reason}): {type(exc).__name__}: {exc}")
+        except (OSError, ValueError) as exc:
+            result.reason = classify_os_error(exc) if isinstance(exc, OSError) else "bad_settings"
+            note(f"failed ({result.reason}): {type(exc).__name__}: {exc}")
+        result.duration_seconds = time.perf_counter() - started
+        return result
+
+    async def _exchange(
+        self,
+        request: _Request,
+        settings: HttpSettings,
+        timeout: float,
+        result: ProbeResult,
+        note,
+    ) -> None:
+        async with self._client().request(
+            settings.method.upper(),
+            request.url,
+            headers=request.headers,
+            allow_redirects=settings.follow_redirects,
+            ssl=not settings.tls_insecure_skip_verify,  # False: no verification
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as response:
+            for hop in response.history:
+                note(f"redirected: {hop.status} to {hop.headers.get('Location', '?')}")
+            result.status_code = response.status
+            version = response.version
+            http_version = f"HTTP/{version.major}.{version.minor}" if version else "HTTP"
+            note(f"{http_version} {response.status} {response.reason or ''}".rstrip())
+
+            body, complete = await _read_limited(response.content, MAX_BODY_BYTES)
+            length = response.content_length
+            if length is None and complete:
+                length = len(body)
+            if length is not None:
+                result.values["http_content_length_bytes"] = float(length)
+
+            valid = settings.valid_status_codes
+            if not (response.status in valid if valid else 200 <= response.status < 300):
+                expected = ", ".join(map(str, valid)) if valid else "2xx"
+                raise _Failed(f"status_{response.status}", f"expected status {expected}")
+            if request.body_pattern is not None:
+                text = _decode(body, response.charset)
+                if not request.body_pattern.search(text):
+                    scope = "body" if complete else f"first {MAX_BODY_BYTES} bytes of the body"
+                    raise _Failed(
+                        "body_mismatch",
+                        f"{scope} does not match /{request.body_pattern.pattern}/",
+                    )
+                note(f"body matches /{request.body_pattern.pattern}/")
+
+
+def _prepare(target: Target, settings: HttpSettings) -> _Request:
+    """Everything that depends only on the settings; problems are `bad_settings`."""
+    try:
+        url = URL(settings.url.replace("{address}", bracket(target.address)))
+    except (ValueError, TypeError) as exc:
+        raise _Failed("bad_settings", f"url {settings.url!r}: {exc}") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise _Failed("bad_settings", f"url {str(url)!r} must be http:// or https:// with a host")
+
+    auth = None
+    if settings.basic_auth_password_file is not None:
+        if settings.basic_auth_user is None:
+            raise _Failed("bad_settings", "basic_auth_password_file needs basic_auth_user")
+        try:
+            with open(settings.basic_auth_password_file, encoding="utf-8") as secret:
+                password = secret.read().rstrip("\r\n")
+        except OSError as exc:
+            raise _Failed(
+                "bad_settings",
+                f"basic_auth_password_file {settings.basic_auth_password_file!r}: {exc.strerror}",
+            ) from exc
+        auth = basic_authorization(settings.basic_auth_user, password)
+    elif settings.basic_auth_user is not None:
+        auth = basic_authorization(settings.basic_auth_user, "")
+
+    pattern = None
+    if settings.body_regex is not None:
+        try:
+            pattern = re.compile(settings.body_regex)
+        except re.error as exc:
+            raise _Failed("bad_settings", f"body_regex {settings.body_regex!r}: {exc}") from exc
+    headers = dict(settings.headers)
+    if auth is not None:
+        headers["Authorization"] = auth
+    return _Request(url=url, headers=headers, body_pattern=pattern)
+
+
+def _decode(body: bytes, charset: str | None) -> str:
+    try:
+        return body.decode(charset or "utf-8", errors="replace")
+    except LookupError:  # a charset Python does not know
+        return body.decode("utf-8", errors="replace")
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """The Authorization header value (RFC 7617, UTF-8)."""
+    if ":" in user:
+        raise _Failed("bad_settings", "basic_auth_user must not contain ':'")
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+async def _read_limited(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
+    """Up to `limit` bytes of the body, and whether that was the whole body."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = await content.read(limit - size)
+        if not chunk:
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), content.at_eof()
+
+
+def _client_error_reason(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "resolve_failed"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "tls_error"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return classify_os_error(exc.os_error)
+    if isinstance(exc, aiohttp.RedirectClientError):
+        return "http_error"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "bad_settings"
+    return "http_error"

@@ -1,0 +1,196 @@
+"""TCP connect probe, optionally followed by a TLS handshake.
+
+Reports the connect time as the round-trip figure (a TCP handshake is one round trip),
+and with TLS the handshake time and the leaf certificate's expiry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import logging
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .base import Prober, ProbeResult, Target
+from .netutil import ResolveError, classify_os_error, resolve, strip_brackets
+
+# A failed TLS connection should not linger half-closed for asyncio's default 30 s.
+_TLS_SHUTDOWN_SECONDS = 2.0
+
+
+@dataclass
+class TcpSettings:
+    port: int = 0  # 0 means "not set": a tcp module must name its port
+    tls: bool = False
+    tls_server_name: str | None = None  # SNI and the name checked; default: the address
+    tls_insecure_skip_verify: bool = False
+    tls_ca_file: str | None = None  # PEM bundle to trust instead of the system store
+
+
+class _Failed(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class TcpProber(Prober):
+    kind = "tcp"
+    Settings = TcpSettings
+
+    def __init__(self) -> None:
+        # Building a verifying context loads the CA store (milliseconds); share it per setup.
+        self._contexts: dict[tuple[Any, ...], ssl.SSLContext] = {}
+
+    async def probe(
+        self, target: Target, settings: TcpSettings, timeout: float, log: logging.Logger
+    ) -> ProbeResult:
+        started = time.perf_counter()
+        result = ProbeResult(success=False)
+
+        def note(line: str) -> None:
+            log.debug("%s %s: %s", self.kind, target.endpoint_id, line)
+            result.debug.append(line)
+
+        try:
+            async with asyncio.timeout(timeout):
+                await self._run(target, settings, result, note)
+            result.success = True
+        except _Failed as exc:
+            result.reason = exc.reason
+            note(f"failed ({exc.reason}): {exc}")
+        except TimeoutError:
+            result.reason = "timeout"
+            note(f"no answer within the {timeout:g} s timeout")
+        result.duration_seconds = time.perf_counter() - started
+        return result
+
+    async def _run(self, target: Target, settings: TcpSettings, result: ProbeResult, note) -> None:
+        port = settings.port
+        if not 0 < port < 65536:
+            raise _Failed("bad_settings", f"port must be 1..65535, got {port}")
+        context = self._tls_context(settings) if settings.tls else None
+        try:
+            family, sockaddr = await resolve(target.address, port)
+        except ResolveError as exc:
+            raise _Failed("resolve_failed", str(exc)) from exc
+        note(f"connecting to {sockaddr[0]} port {port}")
+
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        transport: asyncio.BaseTransport | None = None
+        try:
+            sock.setblocking(False)
+            connect_started = time.perf_counter()
+            try:
+                await loop.sock_connect(sock, sockaddr)
+            except OSError as exc:
+                raise _Failed(classify_os_error(exc), f"connect: {exc}") from exc
+            connect_seconds = time.perf_counter() - connect_started
+            result.rtt_seconds = connect_seconds
+            result.values["tcp_connect_seconds"] = connect_seconds
+            note(f"connected in {connect_seconds * 1000:.3f} ms")
+            if context is None:
+                return
+
+            server_name = settings.tls_server_name or strip_brackets(target.address)
+            handshake_started = time.perf_counter()
+            try:
+                transport, _ = await loop.create_connection(
+                    asyncio.Protocol,
+                    sock=sock,
+                    ssl=context,
+                    server_hostname=server_name,
+                    ssl_shutdown_timeout=_TLS_SHUTDOWN_SECONDS,
+                )
+            except TimeoutError:
+                raise
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                # Whatever breaks once TCP is up (alert, reset, bad name) is a TLS failure.
+                raise _Failed("tls_error", f"TLS handshake with {server_name!r}: {exc}") from exc
+            handshake_seconds = time.perf_counter() - handshake_started
+            result.values["tls_handshake_seconds"] = handshake_seconds
+            ssl_object = transport.get_extra_info("ssl_object")
+            note(
+                f"TLS handshake in {handshake_seconds * 1000:.3f} ms"
+                f" ({ssl_object.version()}, {ssl_object.cipher()[0]})"
+            )
+            not_after = cert_not_after(ssl_object.getpeercert(binary_form=True) or b"")
+            if not_after is not None:
+                result.values["tls_cert_not_after_timestamp_seconds"] = not_after
+                note(f"certificate valid until {utc_text(not_after)}")
+        finally:
+            if transport is not None:
+                transport.close()
+            else:
+                sock.close()
+
+    def _tls_context(self, settings: TcpSettings) -> ssl.SSLContext:
+        ca_file = settings.tls_ca_file
+        try:
+            ca_stamp = os.stat(ca_file).st_mtime_ns if ca_file else None
+        except OSError as exc:
+            raise _Failed("bad_settings", f"tls_ca_file {ca_file!r}: {exc.strerror}") from exc
+        key = (settings.tls_insecure_skip_verify, ca_file, ca_stamp)
+        context = self._contexts.get(key)
+        if context is None:
+            try:
+                context = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise _Failed("bad_settings", f"tls_ca_file {ca_file!r}: {exc}") from exc
+            if settings.tls_insecure_skip_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._contexts[key] = context
+        return context
+
+
+def utc_text(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _der_item(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER element at `pos`."""
+    tag, length = data[pos], data[pos + 1]
+    pos += 2
+    if length & 0x80:
+        size = length & 0x7F
+        length = int.from_bytes(data[pos : pos + size], "big")
+        pos += size
+    if pos + length > len(data):
+        raise ValueError("truncated DER")
+    return tag, pos, pos + length
+
+
+def cert_not_after(der: bytes) -> float | None:
+    """The notAfter time (Unix seconds) of a DER X.509 certificate, or None if unreadable.
+
+    The peer's certificate is available as DER even when it was not verified, and the
+    standard library parses it into fields only after verification, hence this walk:
+    Certificate > tbsCertificate > [version] serial signature issuer validity > notAfter.
+    """
+    try:
+        _, tbs_start, _ = _der_item(der, _der_item(der, 0)[1])
+        pos = tbs_start
+        tag, _, end = _der_item(der, pos)
+        if tag == 0xA0:  # explicit version
+            pos = end
+        for _ in range(3):  # serial number, signature algorithm, issuer
+            pos = _der_item(der, pos)[2]
+        _, validity_start, _ = _der_item(der, pos)
+        not_before_end = _der_item(der, validity_start)[2]
+        tag, start, end = _der_item(der, not_before_end)
+        text = der[start:end].decode("ascii").rstrip("Z")
+        if tag == 0x17:  # UTCTime, YYMMDDHHMMSS: years 50..99 are 19xx (RFC 5280)
+            year = int(text[:2])
+            text = f"{1900 + year if year >= 50 else 2000 + year}{text[2:]}"
+        elif tag != 0x18:  # GeneralizedTime, YYYYMMDDHHMMSS
+            return None
+        parsed = time.strptime(text[:14], "%Y%m%d%H%M%S")
+        return float(calendar.timegm(parsed))
+    except (IndexError, ValueError):
+        return None
