@@ -1,0 +1,197 @@
+"""Command line: `bridge-exporter` serves; subcommands validate, simulate, reflector."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from . import __version__
+from .config import ConfigError, load_inventory
+from .logs import LEVELS, setup_logging
+
+log = logging.getLogger("bridge_exporter")
+DEFAULT_LISTEN = ":9198"
+
+
+def parse_listen_address(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """`HOST:PORT`, `:PORT` (all interfaces) or `[IPV6]:PORT`."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        if default_port is None:
+            raise argparse.ArgumentTypeError(f"{value!r}: write HOST:PORT, e.g. 127.0.0.1:9198")
+        host, port = value, str(default_port)
+    host = host.strip("[]")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{value!r}: the port must be 1-65535")
+    return host, int(port)
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log.level", dest="log_level", choices=list(LEVELS), default="info")
+    parser.add_argument(
+        "--log.format", dest="log_format", choices=["logfmt", "json"], default="logfmt"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bridge-exporter",
+        description="Prometheus exporter for videoconference bridge networks. Without a "
+        "subcommand it probes the inventory and serves /metrics.",
+    )
+    parser.add_argument("--version", action="version", version=f"bridge-exporter {__version__}")
+    parser.add_argument(
+        "--config.file", dest="config_file", default="bridge.yml", help="inventory file"
+    )
+    parser.add_argument(
+        "--web.listen-address",
+        dest="listen",
+        action="append",
+        type=parse_listen_address,
+        help=f"address to serve on (repeatable; default {DEFAULT_LISTEN})",
+    )
+    _add_common(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    validate = sub.add_parser("validate", help="check an inventory file and list every problem")
+    validate.add_argument("file", nargs="+", help="inventory file(s)")
+
+    simulate = sub.add_parser(
+        "simulate", help="serve a simulated bridge network for an inventory (loopback only)"
+    )
+    simulate.add_argument("--config.file", dest="config_file", required=True)
+    simulate.add_argument("--scenario", help="scenario file of timed faults")
+    simulate.add_argument(
+        "--control.listen-address",
+        dest="control_listen",
+        type=parse_listen_address,
+        default=("127.0.0.1", 9199),
+        help="control API address (default 127.0.0.1:9199)",
+    )
+    _add_common(simulate)
+
+    reflector = sub.add_parser("reflector", help="run a STAMP (RFC 8762) session-reflector")
+    reflector.add_argument(
+        "--listen",
+        dest="listen",
+        action="append",
+        type=lambda v: parse_listen_address(v, default_port=862),
+        help="HOST[:PORT] to answer on (repeatable; default 0.0.0.0:862)",
+    )
+    _add_common(reflector)
+    return parser
+
+
+def cmd_validate(files: Sequence[str]) -> int:
+    failed = False
+    for path in files:
+        try:
+            inventory = load_inventory(path)
+        except ConfigError as exc:
+            failed = True
+            print(str(exc), file=sys.stderr)
+            count = len(exc.problems)
+            print(f"{path}: INVALID ({count} problem{'s' if count != 1 else ''})", file=sys.stderr)
+            continue
+        per_tier = ", ".join(
+            f"{sum(1 for e in inventory.endpoints.values() if e.tier == t.name)} {t.name}"
+            for t in inventory.tiers
+        )
+        print(f"{path}: OK: {len(inventory.endpoints)} endpoints ({per_tier})")
+    return 1 if failed else 0
+
+
+async def _wait_for_signals(on_reload) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if on_reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(on_reload()))
+    await stop.wait()
+
+
+async def serve(config_file: str, listen: list[tuple[str, int]]) -> int:
+    from .runtime import Exporter
+    from .web import make_app
+
+    try:
+        exporter = await Exporter.create(config_file)
+    except ConfigError as exc:
+        log.error("cannot start: the config file has problems:\n%s", exc)
+        return 1
+    await exporter.start()
+    runner = web.AppRunner(make_app(exporter), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        for host, port in listen:
+            await web.TCPSite(runner, host or None, port).start()
+            log.info("listening on %s:%d", host or "*", port)
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        await exporter.stop()
+        await runner.cleanup()
+        return 1
+    await _wait_for_signals(exporter.reload)
+    log.info("stopping")
+    await runner.cleanup()
+    await exporter.stop()
+    return 0
+
+
+async def _run_until_signal(coro, what: str) -> int:
+    """Run a serving coroutine until SIGTERM/SIGINT; 1 if it fails on its own."""
+    task = asyncio.create_task(coro)
+    waiter = asyncio.create_task(_wait_for_signals(None))
+    done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    task.cancel()
+    waiter.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    if task in done and task.exception():
+        log.error("%s failed: %s", what, task.exception())
+        return 1
+    return 0
+
+
+async def simulate(config_file: str, scenario_file: str | None, control: tuple[str, int]) -> int:
+    from .simulate.network import serve as serve_simulation
+    from .simulate.scenario import load_scenario
+
+    try:
+        inventory = load_inventory(config_file)
+        scenario = load_scenario(scenario_file, inventory) if scenario_file else None
+    except ConfigError as exc:
+        log.error("cannot simulate: %s", exc)
+        return 1
+    return await _run_until_signal(serve_simulation(inventory, scenario, control), "simulator")
+
+
+async def reflector(listen: list[tuple[str, int]]) -> int:
+    from .reflector import run_reflector
+
+    return await _run_until_signal(run_reflector(listen), "reflector")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, args.log_format)
+    if args.command == "validate":
+        return cmd_validate(args.file)
+    if args.command == "simulate":
+        return asyncio.run(simulate(args.config_file, args.scenario, args.control_listen))
+    if args.command == "reflector":
+        return asyncio.run(reflector(args.listen or [("0.0.0.0", 862)]))
+    listen = args.listen or [parse_listen_address(DEFAULT_LISTEN)]
+    return asyncio.run(serve(args.config_file, listen))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

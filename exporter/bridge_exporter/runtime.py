@@ -1,0 +1,115 @@
+"""The running exporter: config, state, scheduler and probers, with a safe reload path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from .config import ConfigError, Endpoint, Inventory, load_inventory
+from .metrics import BridgeCollector, ReloadStatus
+from .probes import ProbeResult
+from .scheduler import Probers, Scheduler, run_probe
+from .state import State
+
+log = logging.getLogger(__name__)
+
+
+class Exporter:
+    def __init__(self, config_path: str | Path, inventory: Inventory):
+        self.config_path = str(config_path)
+        self.probers = Probers()
+        self.state = State(inventory)
+        self.scheduler = Scheduler(inventory, self.state, self.probers)
+        self.reload_status = ReloadStatus(successful=True, success_timestamp=time.time())
+        self.started = time.time()
+        self.ready = False
+        self._reload_lock = asyncio.Lock()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(
+            BridgeCollector(
+                lambda: self.state,
+                lambda: self.scheduler,
+                self.reload_status,
+                self.probers.startup_problems,
+            )
+        )
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+    @property
+    def inventory(self) -> Inventory:
+        return self.state.inventory
+
+    @classmethod
+    async def create(cls, config_path: str | Path) -> Exporter:
+        """Load the config (ConfigError if bad: a first start has no good state to keep)."""
+        inventory = load_inventory(config_path)
+        return cls(config_path, inventory)
+
+    async def start(self) -> None:
+        await self.probers.start_for(self.inventory)
+        self.scheduler.start()
+        self.ready = True
+        log.info(
+            "probing %d endpoints in %d tiers every %gs from %s",
+            len(self.inventory.endpoints),
+            len(self.inventory.tiers),
+            self.inventory.interval,
+            self.config_path,
+        )
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self.scheduler.stop()
+        await self.probers.close()
+
+    async def reload(self) -> tuple[bool, str]:
+        """Load the config file again. A bad file keeps the running config."""
+        async with self._reload_lock:
+            try:
+                inventory = await asyncio.to_thread(load_inventory, self.config_path)
+            except ConfigError as exc:
+                self.reload_status.successful = False
+                self.reload_status.last_error = str(exc)
+                log.error("config reload failed, keeping the running config:\n%s", exc)
+                return False, str(exc)
+            await self.scheduler.replace_inventory(inventory)
+            self.reload_status.successful = True
+            self.reload_status.success_timestamp = time.time()
+            self.reload_status.last_error = ""
+            log.info(
+                "config reloaded: %d endpoints from %s", len(inventory.endpoints), self.config_path
+            )
+            return True, ""
+
+    def find_endpoint(self, target: str) -> Endpoint | None:
+        """An inventory endpoint by id or address: /probe only probes the inventory."""
+        endpoints = self.inventory.endpoints
+        if target in endpoints:
+            return endpoints[target]
+        return next((e for e in endpoints.values() if e.address == target), None)
+
+    async def probe_once(
+        self, endpoint: Endpoint, module_names: list[str], logger: logging.Logger
+    ) -> list[tuple[str, str, ProbeResult]]:
+        """Run the named inventory modules (the endpoint's own when none) now, concurrently."""
+        inventory = self.inventory
+        modules = (
+            [endpoint.overrides.get(n) or inventory.modules[n] for n in module_names]
+            if module_names
+            else inventory.modules_of(endpoint)
+        )
+
+        async def one(module):
+            prober = await self.probers.get(module.prober)
+            return module.name, module.prober, await run_probe(prober, endpoint, module, logger)
+
+        return list(await asyncio.gather(*(one(m) for m in modules)))

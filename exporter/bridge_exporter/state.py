@@ -1,0 +1,149 @@
+"""What the exporter knows now: the latest result per endpoint and probe module, up/down
+transitions, outage start times, and cumulative packet counters.
+
+Written by the scheduler, read by the metrics Collector, the landing page and the CLI.
+All of them run on the one event loop thread, so no locking is needed.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from dataclasses import dataclass, field
+
+from .config.model import Endpoint, Inventory, Module
+from .probes.base import ProbeResult
+from .quality import Grade, NetworkFigures, grade, mos
+
+# Round-trip buckets from LAN (1 ms) to a bad satellite or 4G hop (5 s).
+RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4,
+               0.6, 0.8, 1.0, 1.5, 2.0, 5.0)  # fmt: skip
+# Probers whose packet trains feed the counters and the RTT histogram, and which give
+# quality figures, best first: the voice-like STAMP train, then ICMP.
+TRAIN_PROBERS = ("stamp", "icmp")
+
+
+@dataclass
+class ProbeRecord:
+    module: Module
+    result: ProbeResult
+    timestamp: float  # wall-clock end of the probe
+
+
+@dataclass
+class PacketCounters:
+    """Cumulative, so loss and RTT percentiles over any window are exact in PromQL."""
+
+    sent: int = 0
+    received: int = 0
+    rtt_bucket_counts: list[int] = field(default_factory=lambda: [0] * len(RTT_BUCKETS))
+    rtt_count: int = 0
+    rtt_sum: float = 0.0
+
+    def add(self, result: ProbeResult) -> None:
+        self.sent += result.packets_sent
+        self.received += result.packets_received
+        for sample in result.rtt_samples:
+            index = bisect.bisect_left(RTT_BUCKETS, sample)
+            if index < len(RTT_BUCKETS):
+                self.rtt_bucket_counts[index] += 1
+            self.rtt_count += 1
+            self.rtt_sum += sample
+
+    def cumulative_buckets(self) -> list[tuple[str, int]]:
+        buckets, running = [], 0
+        for bound, count in zip(RTT_BUCKETS, self.rtt_bucket_counts, strict=True):
+            running += count
+            buckets.append((repr(bound), running))
+        buckets.append(("+Inf", self.rtt_count))
+        return buckets
+
+
+@dataclass
+class EndpointState:
+    records: dict[str, ProbeRecord] = field(default_factory=dict)  # by module name
+    counters: dict[str, PacketCounters] = field(default_factory=dict)  # by module name
+    up: bool | None = None  # None until the first round ends
+    state_changes: int = 0
+    last_change_timestamp: float | None = None
+    last_round_timestamp: float | None = None
+    last_round_duration: float | None = None
+    down_since: float | None = None
+
+
+@dataclass(frozen=True)
+class Quality:
+    source: str  # the module whose figures were used
+    figures: NetworkFigures
+    mos: float
+    grade: Grade
+
+
+class State:
+    def __init__(self, inventory: Inventory):
+        self.inventory = inventory
+        self.endpoints: dict[str, EndpointState] = {e: EndpointState() for e in inventory.endpoints}
+
+    def replace_inventory(self, inventory: Inventory) -> None:
+        """Keep history for endpoints that remain; forget removed ones and removed modules."""
+        kept: dict[str, EndpointState] = {}
+        for endpoint_id, endpoint in inventory.endpoints.items():
+            state = self.endpoints.get(endpoint_id) or EndpointState()
+            names = set(endpoint.modules)
+            state.records = {n: r for n, r in state.records.items() if n in names}
+            state.counters = {n: c for n, c in state.counters.items() if n in names}
+            kept[endpoint_id] = state
+        self.endpoints = kept
+        self.inventory = inventory
+
+    def record(self, endpoint: Endpoint, module: Module, result: ProbeResult) -> None:
+        state = self.endpoints.get(endpoint.id)
+        if state is None:  # removed by a reload while the probe ran
+            return
+        state.records[module.name] = ProbeRecord(module, result, time.time())
+        if module.prober in TRAIN_PROBERS and result.packets_sent:
+            state.counters.setdefault(module.name, PacketCounters()).add(result)
+
+    def finish_round(self, endpoint: Endpoint, duration: float) -> None:
+        """Decide up/down from the required modules of this round and note transitions."""
+        state = self.endpoints.get(endpoint.id)
+        if state is None:
+            return
+        now = time.time()
+        required = [m for m in self.inventory.modules_of(endpoint) if m.required]
+        checked = required or self.inventory.modules_of(endpoint)
+        up = all(
+            (record := state.records.get(m.name)) is not None and record.result.success
+            for m in checked
+        )
+        if state.up is not None and up != state.up:
+            state.state_changes += 1
+        if state.up != up:
+            state.last_change_timestamp = now
+            state.down_since = None if up else now
+        state.up = up
+        state.last_round_timestamp = now
+        state.last_round_duration = duration
+
+    def upstream_up(self, endpoint: Endpoint) -> bool:
+        """True unless an ancestor is known to be down (unknown counts as up)."""
+        return all(self.endpoints[a].up is not False for a in endpoint.ancestors)
+
+    def first_down_ancestor(self, endpoint: Endpoint) -> str | None:
+        return next((a for a in endpoint.ancestors if self.endpoints[a].up is False), None)
+
+    def quality(self, endpoint: Endpoint) -> Quality | None:
+        state = self.endpoints[endpoint.id]
+        for kind in TRAIN_PROBERS:
+            for record in state.records.values():
+                result = record.result
+                if record.module.prober != kind or not result.packets_received:
+                    continue
+                figures = NetworkFigures(
+                    rtt_seconds=result.rtt_seconds or 0.0,
+                    jitter_seconds=result.jitter_seconds or 0.0,
+                    loss_ratio=result.packet_loss_ratio or 0.0,
+                )
+                limits = self.inventory.tier(endpoint.tier).thresholds
+                return Quality(record.module.name, figures, mos(figures), grade(figures, limits))
+        return None
