@@ -1,0 +1,399 @@
+"""STAMP (RFC 8762) packets, reflector and prober, over loopback only."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import random
+import socket
+import statistics
+import time
+
+import pytest
+from bridge_exporter.probes.base import ProbeResult, Seconds, Target
+from bridge_exporter.probes.stamp import StampProber, StampSettings, rfc3550_jitter
+from bridge_exporter.reflector import Impairment, run_reflector, start_reflector
+from bridge_exporter.stamp_packet import (
+    BASE_SIZE,
+    NTP_UNIX_OFFSET,
+    PacketError,
+    ReflectorPacket,
+    SenderPacket,
+    encode_error_estimate,
+    error_estimate_seconds,
+    error_estimate_synchronized,
+    ntp_from_unix,
+    unix_from_ntp,
+)
+from conftest import free_port, missing
+
+LOG = logging.getLogger("test.stamp")
+
+
+def target(address: str = "127.0.0.1") -> Target:
+    return Target(endpoint_id="hall", address=address)
+
+
+async def probe(address: str, timeout: float = 5.0, **settings) -> ProbeResult:
+    return await StampProber().probe(target(address), StampSettings(**settings), timeout, LOG)
+
+
+def udp_port() -> int:
+    return free_port("127.0.0.1", socket.SOCK_DGRAM)
+
+
+# --- packets ---------------------------------------------------------------------------
+
+
+def test_sender_packet_has_the_rfc_8762_layout():
+    packet = SenderPacket(sequence=0x01020304, timestamp=0x1122334455667788, error_estimate=0xABCD)
+    data = packet.encode()
+    assert len(data) == BASE_SIZE == 44
+    assert data[0:4] == bytes.fromhex("01020304")  # Sequence Number
+    assert data[4:12] == bytes.fromhex("1122334455667788")  # Timestamp
+    assert data[12:14] == bytes.fromhex("abcd")  # Error Estimate
+    assert data[14:44] == bytes(30)  # MBZ, 30 octets
+    assert SenderPacket.decode(data) == packet
+
+    padded = packet.encode(160)
+    assert len(padded) == 160 and padded[:44] == data and padded[44:] == bytes(116)
+    assert SenderPacket.decode(padded) == SenderPacket(
+        0x01020304, 0x1122334455667788, 0xABCD, bytes(116)
+    )
+
+
+def test_reflector_packet_has_the_rfc_8762_layout():
+    packet = ReflectorPacket(
+        sequence=0x0A0B0C0D,
+        timestamp=0x1111111122222222,
+        error_estimate=0x8001,
+        receive_timestamp=0x3333333344444444,
+        sender_sequence=0x05060708,
+        sender_timestamp=0x5555555566666666,
+        sender_error_estimate=0x0102,
+        sender_ttl=0xFE,
+        padding=b"voice",
+    )
+    data = packet.encode(50)
+    assert len(data) == 50
+    assert data[0:4] == bytes.fromhex("0a0b0c0d")  # Sequence Number
+    assert data[4:12] == bytes.fromhex("1111111122222222")  # Timestamp
+    assert data[12:14] == bytes.fromhex("8001")  # Error Estimate
+    assert data[14:16] == bytes(2)  # MBZ
+    assert data[16:24] == bytes.fromhex("3333333344444444")  # Receive Timestamp
+    assert data[24:28] == bytes.fromhex("05060708")  # Session-Sender Sequence Number
+    assert data[28:36] == bytes.fromhex("5555555566666666")  # Session-Sender Timestamp
+    assert data[36:38] == bytes.fromhex("0102")  # Session-Sender Error Estimate
+    assert data[38:40] == bytes(2)  # MBZ
+    assert data[40] == 0xFE  # Session-Sender TTL
+    assert data[41:44] == bytes(3)  # MBZ
+    assert data[44:] == b"voice\x00"  # padding
+    decoded = ReflectorPacket.decode(data)
+    assert decoded == ReflectorPacket(**{**packet.__dict__, "padding": b"voice\x00"})
+
+
+def test_short_datagrams_are_not_stamp_packets():
+    with pytest.raises(PacketError, match="43 octets"):
+        SenderPacket.decode(bytes(43))
+    with pytest.raises(PacketError):
+        ReflectorPacket.decode(b"")
+
+
+def test_ntp_timestamps():
+    assert ntp_from_unix(0.0) == NTP_UNIX_OFFSET << 32
+    assert ntp_from_unix(0.5) == (NTP_UNIX_OFFSET << 32) | 0x8000_0000
+    now = time.time()
+    assert unix_from_ntp(ntp_from_unix(now)) == pytest.approx(now, abs=1e-6)
+    residence = ReflectorPacket(0, ntp_from_unix(now + 0.25), 0, ntp_from_unix(now), 0, 0, 0, 0)
+    assert residence.residence_seconds == pytest.approx(0.25, abs=1e-9)
+
+
+def test_error_estimate():
+    one_ms = encode_error_estimate(0.001)
+    assert 0.001 <= error_estimate_seconds(one_ms) <= 0.001 * 1.01
+    assert not error_estimate_synchronized(one_ms)
+    assert error_estimate_synchronized(encode_error_estimate(0.001, synchronized=True))
+    assert encode_error_estimate(0.0) & 0xFF == 1  # the multiplier is never zero
+
+
+# --- reflector -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+async def test_reflector_answers_with_the_rfc_fields(family, host):
+    try:
+        reflector = await start_reflector(host, 0)
+    except OSError as error:
+        missing(f"cannot listen on {host}: {error}")
+    loop = asyncio.get_running_loop()
+    with socket.socket(family, socket.SOCK_DGRAM) as sender:
+        # A distinctive TTL / Hop Limit proves the reflector copies what arrived.
+        if family == socket.AF_INET:
+            sender.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, 37)
+        else:
+            sender.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 37)
+        sender.setblocking(False)
+        await loop.sock_connect(sender, (host, reflector.port))
+        before = time.time()
+        request = SenderPacket(sequence=7, timestamp=ntp_from_unix(before), error_estimate=0x0102)
+        await loop.sock_sendall(sender, b"too short")
+        await loop.sock_sendall(sender, request.encode(160)[:-3] + b"end")
+        data = await asyncio.wait_for(loop.sock_recv(sender, 2000), 2)
+        after = time.time()
+    reflector.close()
+
+    assert len(data) == 160  # symmetric size
+    reply = ReflectorPacket.decode(data)
+    assert reply.sequence == 7  # stateless: the sender's number
+    assert reply.sender_sequence == 7
+    assert reply.sender_timestamp == request.timestamp
+    assert reply.sender_error_estimate == 0x0102
+    assert reply.sender_ttl == 37
+    assert reply.padding.endswith(b"end")  # padding comes back unchanged
+    assert before - 0.01 <= unix_from_ntp(reply.receive_timestamp) <= after
+    assert reply.receive_timestamp <= reply.timestamp
+    assert unix_from_ntp(reply.timestamp) <= after + 0.01
+    assert (reflector.received, reflector.reflected, reflector.ignored) == (1, 1, 1)
+
+
+async def test_run_reflector_serves_until_cancelled():
+    port = udp_port()
+    server = asyncio.create_task(run_reflector([("127.0.0.1", port)]))
+    await asyncio.sleep(0.05)
+    served = await probe("127.0.0.1", port=port, count=3, interval=Seconds(0.01))
+    server.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await server
+    after = await probe("127.0.0.1", port=port, count=3, interval=Seconds(0.01))
+    assert served.success and served.packets_received == 3
+    assert not after.success and after.reason == "refused"  # the socket was closed
+
+
+# --- prober ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "localhost"])
+async def test_clean_path_has_no_loss_and_small_rtt_and_jitter(address):
+    # Listen where the prober will go: "localhost" may resolve to ::1 or 127.0.0.1.
+    listen = socket.getaddrinfo(address, None, type=socket.SOCK_DGRAM)[0][4][0]
+    try:
+        reflector = await start_reflector(listen, 0)
+    except OSError as error:
+        missing(f"cannot listen on {listen}: {error}")
+    result = await probe(address, port=reflector.port, count=20, interval=Seconds(0.005))
+    reflector.close()
+
+    assert result.success, result.debug
+    assert result.reason == ""
+    assert (result.packets_sent, result.packets_received) == (20, 20)
+    assert result.packet_loss_ratio == 0.0
+    assert len(result.rtt_samples) == 20
+    # Loopback answers in well under a millisecond; the bounds leave room for a busy box.
+    assert 0 < result.rtt_min_seconds <= result.rtt_seconds <= result.rtt_max_seconds < 0.05
+    assert 0 <= result.jitter_seconds < 0.01
+    assert 0 <= result.values["stamp_reflector_residence_seconds"] < 0.01
+    assert (reflector.received, reflector.reflected) == (20, 20)
+    assert any("20 of 20 answered" in line for line in result.debug)
+
+
+def jitter_model(delay, jitter, loss, count, interval, trials=400, seed=1):
+    """Monte Carlo of the test below: i.i.d. uniform hold, Bernoulli loss. Returns
+    (mean, sd) of the RFC 3550 jitter (arrival order) and of the mean successive RTT
+    difference (sequence order)."""
+    rng = random.Random(seed)
+    rfc, mad = [], []
+    for _ in range(trials):
+        kept = []
+        for k in range(count):
+            if rng.random() < loss:
+                continue
+            rtt = max(0.0, delay + rng.uniform(-jitter, jitter))
+            kept.append((k * interval + rtt, rtt))
+        in_sequence = [rtt for _, rtt in kept]
+        in_arrival = [rtt for _, rtt in sorted(kept)]
+        rfc.append(rfc3550_jitter(in_arrival))
+        mad.append(statistics.fmean(abs(b - a) for a, b in itertools.pairwise(in_sequence)))
+    return (statistics.fmean(rfc), statistics.stdev(rfc)), (
+        statistics.fmean(mad),
+        statistics.stdev(mad),
+    )
+
+
+async def test_imposed_delay_jitter_and_loss_are_measured_faithfully():
+    d, j, p, count, interval, seed = 0.040, 0.010, 0.2, 200, 0.005, 8762
+    imposed = Impairment(delay_seconds=d, jitter_seconds=j, loss_ratio=p, rng=random.Random(seed))
+    reflector = await start_reflector("127.0.0.1", 0, lambda: imposed)
+    result = await probe(
+        "127.0.0.1", port=reflector.port, count=count, interval=Seconds(interval), wait=Seconds(0.2)
+    )
+    reflector.close()
+    # The same seed replays the holds the reflector drew, one per packet in arrival order
+    # (loopback keeps the sender's order).
+    replay = Impairment(delay_seconds=d, jitter_seconds=j, loss_ratio=p, rng=random.Random(seed))
+    holds = [replay.hold_seconds() for _ in range(count)]
+    kept_holds = sorted(h for h in holds if h is not None)
+
+    n = result.packets_received
+    mean_rtt = result.rtt_seconds
+    loss = result.packet_loss_ratio
+    mad = result.values["stamp_jitter_mad_seconds"]
+    print(
+        f"imposed d={d * 1e3} ms j=±{j * 1e3} ms p={p}; measured mean RTT "
+        f"{mean_rtt * 1e3:.3f} ms, loss {loss:.3f}, RFC 3550 jitter "
+        f"{result.jitter_seconds * 1e3:.3f} ms, mean |ΔRTT| {mad * 1e3:.3f} ms"
+    )
+    assert result.success and result.packets_sent == count
+
+    # Loss: the reflector's drops are the only loss on loopback, so it equals the replay
+    # exactly; and it is within a 5-sigma binomial bound of p (sigma = sqrt(p(1-p)/N)).
+    assert result.packets_sent - n == holds.count(None) == reflector.dropped
+    assert abs(loss - p) <= 5 * math.sqrt(p * (1 - p) / count)  # ±0.141
+
+    # Mean RTT: the mean of uniform[-j, j] is 0, so E[RTT] = d + loopback base (< 1 ms);
+    # the sample mean's standard error is j / sqrt(3n) (≈ 0.46 ms at n = 160). Allow
+    # 5 standard errors either side, and 5 ms more above for loopback and event-loop
+    # scheduling on a shared 2-core machine (a late timer only makes an RTT longer).
+    standard_error = j / math.sqrt(3 * n)
+    assert d - 5 * standard_error <= mean_rtt <= d + 5 * standard_error + 0.005
+
+    # Packet by packet: every RTT is its drawn hold plus a small non-negative overhead.
+    # Comparing sorted lists needs no knowledge of the arrival order: if each
+    # rtt = hold + e with 0 <= e <= E, the k-th smallest values obey the same bound.
+    pairs = zip(sorted(result.rtt_samples), kept_holds, strict=True)
+    overheads = [rtt - hold for rtt, hold in pairs]
+    assert min(overheads) >= 0
+    # Measured here: mean ≈ 0.8-1.2 ms (epoll rounds timer waits up to the millisecond),
+    # max ≈ 1-4 ms even with both cores saturated; the bounds are a few times that.
+    print(f"per-packet overhead mean {statistics.fmean(overheads) * 1e3:.3f} ms")
+    assert max(overheads) <= 0.015
+    assert statistics.fmean(overheads) <= 0.003
+
+    # Jitter. For i.i.d. uniform holds of half-width j, D = X - Y is triangular on
+    # [-2j, 2j], E|D| = 2j/3 = 6.67 ms. The mean successive difference in sequence order
+    # estimates exactly that; RFC 3550's J (an exponential average with gain 1/16, taken
+    # in arrival order) converges near it too, but at 5 ms spacing and ±10 ms jitter
+    # packets overtake each other, which moves it to ≈ 7.0 ms, and it averages only the
+    # last ~16 samples, so it spreads ≈ 1 ms. The model gives mean and sd for both; the
+    # bands are 5 sd plus 1 ms for scheduling noise.
+    (rfc_mean, rfc_sd), (mad_mean, mad_sd) = jitter_model(d, j, p, count, interval)
+    assert mad_mean == pytest.approx(2 * j / 3, rel=0.03)
+    assert abs(mad - mad_mean) <= 5 * mad_sd + 0.001
+    assert abs(result.jitter_seconds - rfc_mean) <= 5 * rfc_sd + 0.001
+
+
+async def test_reflector_down_means_no_reply_within_the_timeout():
+    reflector = await start_reflector("127.0.0.1", 0, lambda: Impairment(down=True))
+    began = time.monotonic()
+    result = await probe(
+        "127.0.0.1",
+        timeout=1.0,
+        port=reflector.port,
+        count=10,
+        interval=Seconds(0.01),
+        wait=Seconds(30),
+    )
+    elapsed = time.monotonic() - began
+    reflector.close()
+
+    assert not result.success and result.reason == "no_reply"
+    assert (result.packets_sent, result.packets_received) == (10, 0)
+    assert result.packet_loss_ratio == 1.0
+    assert result.rtt_seconds is None and result.jitter_seconds is None
+    assert reflector.dropped == 10
+    # It listened for stragglers until just before the timeout (wait=30 s is capped).
+    assert 0.8 <= result.duration_seconds <= 1.0
+    assert elapsed <= 1.0 + 0.5
+
+
+async def test_closed_port_is_refused_and_stops_early():
+    # Linux answers a datagram to a closed loopback port with ICMP port unreachable,
+    # which the connected socket reports as ECONNREFUSED: "refused", not "no_reply"
+    # (that one is for a reflector that stays silent, or ICMP filtered on the path).
+    result = await probe(
+        "127.0.0.1", timeout=3.0, port=udp_port(), count=50, interval=Seconds(0.02)
+    )
+    assert not result.success and result.reason == "refused"
+    assert 1 <= result.packets_sent < 50  # stopped sending once refused
+    assert result.duration_seconds < 1.0
+    assert any("port unreachable" in line for line in result.debug)
+
+
+async def test_a_train_longer_than_the_timeout_is_cut_to_fit():
+    reflector = await start_reflector("127.0.0.1", 0)
+    began = time.monotonic()
+    result = await probe(
+        "127.0.0.1", timeout=1.0, port=reflector.port, count=1000, interval=Seconds(0.01)
+    )
+    elapsed = time.monotonic() - began
+    reflector.close()
+
+    assert result.success
+    assert elapsed <= 1.0 + 0.5 and result.duration_seconds <= 1.0
+    # 1000 packets 10 ms apart take 10 s: only what fits in ~0.95 s (less a listening
+    # reserve) is sent, all of it is answered, and the debug output says so.
+    assert 50 <= result.packets_sent < 100
+    assert result.packets_received == result.packets_sent
+    assert result.packet_loss_ratio == 0.0
+    assert any("do not fit in the timeout" in line for line in result.debug)
+
+
+async def test_packets_smaller_than_stamp_are_bad_settings():
+    reflector = await start_reflector("127.0.0.1", 0)
+    result = await probe("127.0.0.1", port=reflector.port, size=43)
+    reflector.close()
+    assert not result.success and result.reason == "bad_settings"
+    assert result.packets_sent == 0 and reflector.received == 0
+    assert any("44" in line for line in result.debug)
+
+
+class MessyReflector(asyncio.DatagramProtocol):
+    """Answers each packet with noise, a reply for a sequence never sent, and the right
+    reply twice."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        request = SenderPacket.decode(data)
+
+        def reply(sequence):
+            return ReflectorPacket(sequence, 0, 0, 0, sequence, request.timestamp, 0, 64).encode()
+
+        self.transport.sendto(b"\x00" * 10, addr)
+        self.transport.sendto(reply(request.sequence + 100_000), addr)
+        self.transport.sendto(reply(request.sequence), addr)
+        self.transport.sendto(reply(request.sequence), addr)
+
+
+async def test_stray_duplicate_and_short_replies_are_ignored():
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(MessyReflector, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    result = await probe("127.0.0.1", port=port, count=5, interval=Seconds(0.01))
+    transport.close()
+
+    assert result.success
+    assert (result.packets_sent, result.packets_received) == (5, 5)
+    assert result.packet_loss_ratio == 0.0 and len(result.rtt_samples) == 5
+    text = "\n".join(result.debug)
+    assert "ignored a datagram: 10 octets" in text
+    assert "which was not sent" in text
+    assert "duplicate reply for sequence" in text
+    assert "15 stray datagrams ignored in all" in text
+
+
+def test_rfc3550_jitter_formula():
+    # Transits 10, 20, 10 ms: |D| = 10, 10 -> J = 10/16, then J += (10 - J)/16.
+    first = 0.010 / 16
+    assert rfc3550_jitter([0.010, 0.020, 0.010]) == pytest.approx(first + (0.010 - first) / 16)
+    assert rfc3550_jitter([0.05] * 10) == 0.0
+
+
+def test_settings_defaults_are_voice_like():
+    settings = StampSettings()
+    assert (settings.port, settings.count, settings.size) == (862, 50, 160)
+    assert isinstance(settings.interval, Seconds) and settings.interval == 0.02
+    assert settings.wait == 1.0
+    assert StampProber.kind == "stamp" and StampProber.Settings is StampSettings
