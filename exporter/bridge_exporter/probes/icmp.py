@@ -1,0 +1,548 @@
+"""ICMP echo ("ping") prober: a train of echo requests per target, through shared sockets.
+
+One socket per address family serves every target of the process. A single reader
+(`loop.add_reader`) hands each echo reply to the request waiting for it, so 10,000
+targets probed at once cost no extra sockets or threads.
+
+Socket kinds, best first:
+- raw (SOCK_RAW, needs CAP_NET_RAW): we choose the echo identifier (random per process)
+  and match replies on identifier + sequence;
+- ping socket (SOCK_DGRAM + IPPROTO_ICMP, allowed by net.ipv4.ping_group_range): the
+  kernel rewrites the identifier to the socket's own, so replies match on sequence only.
+Either way each request carries a random 8-byte cookie and a send stamp in its payload,
+and a reply counts only if it echoes them back: a late reply for a sequence number that
+has since been reused is ignored rather than credited to the wrong request.
+
+Figures of one probe (one train of `count` requests):
+- packet_loss_ratio = 1 - received / sent;
+- rtt_seconds = mean RTT of the answered requests, with rtt_min/max_seconds;
+- jitter_seconds = mean absolute difference between the RTTs of successive answered
+  requests, in send order (as mtr and icmplib report it); 0 with one reply, None with none.
+RTTs use the kernel's receive timestamp when available, so a busy event loop does not
+inflate them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import functools
+import ipaddress
+import itertools
+import logging
+import random
+import socket
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .base import Prober, ProbeResult, Seconds, Target
+
+ICMP_ECHO_REPLY = 0
+ICMP_ECHO_REQUEST = 8
+ICMP6_ECHO_REQUEST = 128
+ICMP6_ECHO_REPLY = 129
+
+# Linux socket options the socket module does not name.
+SOL_RAW = 255
+ICMP_FILTER = 1  # level SOL_RAW: bitmask of ICMP types (< 32) to drop
+ICMP6_FILTER = 1  # level IPPROTO_ICMPV6: 256-bit mask of ICMPv6 types to drop
+SO_TIMESTAMPNS = 35  # asm-generic value (x86, arm, riscv); delivers kernel rx times
+SO_RCVBUFFORCE = 33
+
+TOKEN_SIZE = 16  # random 8-byte cookie + 8-byte send stamp at the start of the payload
+SEQUENCE_SPACE = 1 << 16
+SOCKET_BUFFER_BYTES = 8 << 20  # room for a burst of replies from thousands of targets
+RECV_BUDGET = 512  # replies handled per reader callback before yielding to the loop
+READ_EVERY_SENDS = 64
+# Finish a little before the caller's timeout so that its own wait_for never fires first.
+DEADLINE_MARGIN = 0.01
+
+NOT_PERMITTED_PROBLEM = (
+    "ICMP probes cannot run: this process may not open raw or ping sockets. "
+    "Fix: sysctl -w net.ipv4.ping_group_range='0 2147483647' (allow ping sockets for all "
+    "groups) or give the exporter CAP_NET_RAW (setcap cap_net_raw+ep, or docker "
+    "--cap-add NET_RAW)."
+)
+
+
+DEFAULT_INTERVAL = Seconds(0.2)
+DEFAULT_PACKET_TIMEOUT = Seconds(1.0)
+
+
+@dataclass
+class IcmpSettings:
+    count: int = 5
+    interval: Seconds = DEFAULT_INTERVAL
+    # ICMP payload bytes, as `ping -s`; at least 16 are always sent (cookie + stamp).
+    size: int = 56
+    # How long each request waits for its reply, capped by the probe's timeout.
+    packet_timeout: Seconds = DEFAULT_PACKET_TIMEOUT
+    # "auto": what the address is, or what a hostname resolves to (IPv4 preferred).
+    ip_version: str = "auto"
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, in words (the config loader reports it)."""
+        found = []
+        if self.ip_version not in ("auto", "4", "6"):
+            found.append(f'ip_version must be "auto", "4" or "6", not {self.ip_version!r}')
+        if self.count < 1:
+            found.append(f"count must be at least 1, not {self.count}")
+        if self.packet_timeout <= 0:
+            found.append("packet_timeout must be longer than 0s")
+        if not 0 <= self.size <= 65000:
+            found.append(f"size must be between 0 and 65000 bytes, not {self.size}")
+        return found
+
+
+def icmp_checksum(data: bytes) -> int:
+    """RFC 1071 ones'-complement sum of big-endian 16-bit words, complemented.
+
+    2**16 is 1 modulo 0xFFFF, so the sum of the words equals the whole packet read as
+    one big number modulo 0xFFFF (with 0xFFFF for a non-zero multiple), at C speed."""
+    if len(data) % 2:
+        data += b"\0"
+    number = int.from_bytes(data, "big")
+    total = number % 0xFFFF
+    if total == 0 and number:
+        total = 0xFFFF
+    return ~total & 0xFFFF
+
+
+@functools.lru_cache(maxsize=16)
+def _filler(length: int) -> bytes:
+    return bytes(i & 0xFF for i in range(max(0, length)))
+
+
+def _errno_name(exc: OSError) -> str:
+    return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+
+
+class _Request:
+    """One echo request waiting for its reply."""
+
+    __slots__ = ("future", "sent_mono_ns", "sent_real_ns", "timer", "token", "wait_limit")
+
+    def __init__(
+        self, future: asyncio.Future[float | None], token: bytes, wait_limit: float
+    ) -> None:
+        self.future = future
+        self.token = token
+        self.wait_limit = wait_limit  # seconds; a later reply counts as lost
+        self.sent_real_ns = 0
+        self.sent_mono_ns = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Channel:
+    """One shared socket of one address family, and the requests in flight on it."""
+
+    def __init__(self, family: int, sock: socket.socket, mode: str) -> None:
+        self.family = family
+        self.sock = sock
+        self.mode = mode
+        self.identifier = random.getrandbits(16)
+        self.in_flight: dict[int, _Request] = {}
+        self.next_sequence = random.getrandbits(16)
+        self._sequence_waiters: list[asyncio.Future[None]] = []
+        self._buffer = bytearray(65536)
+        self._view = memoryview(self._buffer)
+        self.stray_replies = 0
+        self._sends_since_read = 0
+        if family == socket.AF_INET:
+            self._echo_request, self._echo_reply = ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY
+        else:
+            self._echo_request, self._echo_reply = ICMP6_ECHO_REQUEST, ICMP6_ECHO_REPLY
+
+    # Sequence numbers: handed out round-robin over the whole 16-bit space, skipping any
+    # still in flight, so a number comes back only after 65,535 others were used.
+    def take_sequence(self) -> int | None:
+        """A free sequence number, or None when all 65,536 are in flight."""
+        if len(self.in_flight) >= SEQUENCE_SPACE:
+            return None
+        sequence = self.next_sequence
+        while sequence in self.in_flight:
+            sequence = (sequence + 1) % SEQUENCE_SPACE
+        self.next_sequence = (sequence + 1) % SEQUENCE_SPACE
+        return sequence
+
+    async def sequence_freed(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sequence_waiters.append(waiter)
+        await waiter
+
+    def release(self, sequence: int, request: _Request) -> None:
+        if self.in_flight.get(sequence) is request:
+            del self.in_flight[sequence]
+            if request.timer is not None:
+                request.timer.cancel()
+            while self._sequence_waiters:
+                waiter = self._sequence_waiters.pop(0)
+                if not waiter.done():
+                    waiter.set_result(None)
+                    break
+
+    def build_request(self, sequence: int, token: bytes, size: int) -> bytes:
+        payload = token + _filler(size - TOKEN_SIZE)
+        header = struct.pack("!BBHHH", self._echo_request, 0, 0, self.identifier, sequence)
+        if self.family == socket.AF_INET:
+            checksum = icmp_checksum(header + payload)
+            header = header[:2] + struct.pack("!H", checksum) + header[4:]
+        # ICMPv6 checksums cover the IPv6 pseudo-header: the kernel fills them in.
+        return header + payload
+
+    def send(self, packet: bytes, address: tuple[Any, ...], request: _Request) -> None:
+        request.sent_real_ns = time.time_ns()
+        request.sent_mono_ns = time.monotonic_ns()
+        self.sock.sendto(packet, address)
+        # A burst of sends (thousands of probes starting together) keeps the loop from
+        # running the reader; read in between so replies don't overflow the buffer.
+        self._sends_since_read += 1
+        if self._sends_since_read >= READ_EVERY_SENDS:
+            self.on_readable()
+
+    def on_readable(self, budget: int = RECV_BUDGET) -> None:
+        self._sends_since_read = 0
+        for _ in range(budget):
+            try:
+                length, ancillary, _flags, _source = self.sock.recvmsg_into([self._view], 64)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # e.g. an ICMP error queued on the socket; nothing to hand to anyone.
+                continue
+            self._dispatch(length, ancillary, time.monotonic_ns())
+
+    def _dispatch(self, length: int, ancillary: list[Any], now_mono_ns: int) -> None:
+        start = 0
+        if self.family == socket.AF_INET and self.mode == "raw":
+            start = (self._buffer[0] & 0x0F) * 4  # raw IPv4 sockets include the IP header
+        if length < start + 8 + TOKEN_SIZE:
+            return
+        kind, _code, _sum, identifier, sequence = struct.unpack_from("!BBHHH", self._buffer, start)
+        # Echo requests to ourselves loop back on raw sockets: only replies are ours.
+        if kind != self._echo_reply:
+            return
+        if self.mode == "raw" and identifier != self.identifier:
+            return  # another program's ping
+        request = self.in_flight.get(sequence)
+        token = bytes(self._view[start + 8 : start + 8 + TOKEN_SIZE])
+        if request is None or request.token != token:
+            self.stray_replies += 1
+            return
+        self.release(sequence, request)
+        if not request.future.done():
+            rtt = self._rtt(request, ancillary, now_mono_ns)
+            request.future.set_result(rtt if rtt <= request.wait_limit else None)
+
+    @staticmethod
+    def _rtt(request: _Request, ancillary: list[Any], now_mono_ns: int) -> float:
+        loop_rtt_ns = now_mono_ns - request.sent_mono_ns
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                fmt = "=qq" if len(data) >= 16 else "=ii"
+                seconds, nanoseconds = struct.unpack_from(fmt, data)
+                kernel_rtt_ns = seconds * 1_000_000_000 + nanoseconds - request.sent_real_ns
+                # The wall clock may have been stepped; then trust the monotonic figure.
+                if 0 < kernel_rtt_ns <= loop_rtt_ns + 1_000_000:
+                    return kernel_rtt_ns / 1e9
+        return loop_rtt_ns / 1e9
+
+    def expire(self, sequence: int, request: _Request) -> None:
+        # When the loop is busy the reply may be sitting in the socket buffer, received
+        # in time (its kernel timestamp says so): read everything queued before giving up.
+        if not request.future.done():
+            self.on_readable(budget=SEQUENCE_SPACE)
+        self.release(sequence, request)
+        if not request.future.done():
+            request.future.set_result(None)
+
+    def close(self) -> None:
+        for request in self.in_flight.values():
+            if request.timer is not None:
+                request.timer.cancel()
+            if not request.future.done():
+                request.future.set_result(None)
+        self.in_flight.clear()
+        self.sock.close()
+
+
+def _open_socket(family: int, mode: str) -> socket.socket:
+    protocol = socket.IPPROTO_ICMP if family == socket.AF_INET else socket.IPPROTO_ICMPV6
+    kind = socket.SOCK_RAW if mode == "raw" else socket.SOCK_DGRAM
+    sock = socket.socket(family, kind, protocol)
+    try:
+        sock.setblocking(False)
+        _enlarge_buffers(sock)
+        if sys.platform == "linux":
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        if mode == "raw":
+            _pass_only_echo_replies(sock, family)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _enlarge_buffers(sock: socket.socket) -> None:
+    try:  # beyond net.core.rmem_max, when we hold CAP_NET_ADMIN
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER_BYTES)
+    except OSError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+
+
+def _pass_only_echo_replies(sock: socket.socket, family: int) -> None:
+    """A raw socket gets a copy of every ICMP message the host receives; let the kernel
+    drop all but echo replies so a busy host does not flood the reader."""
+    try:
+        if family == socket.AF_INET:
+            blocked = ~(1 << ICMP_ECHO_REPLY) & 0xFFFFFFFF
+            sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("=I", blocked))
+        else:
+            words = [0xFFFFFFFF] * 8
+            words[ICMP6_ECHO_REPLY >> 5] &= ~(1 << (ICMP6_ECHO_REPLY & 31)) & 0xFFFFFFFF
+            sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("=8I", *words))
+    except OSError:
+        pass  # not fatal: the reader checks the type itself
+
+
+class IcmpProber(Prober):
+    """ICMP echo prober; see the module docstring for the figures it reports."""
+
+    kind = "icmp"
+    Settings = IcmpSettings
+
+    def __init__(self, allowed_modes: tuple[str, ...] = ("raw", "dgram")) -> None:
+        self._allowed_modes = allowed_modes
+        self._channels: dict[int, _Channel] = {}
+        self._not_permitted: set[int] = set()
+        self._unavailable: dict[int, str] = {}
+        self._started = False
+        self._log = logging.getLogger(__name__)
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        loop = asyncio.get_running_loop()
+        for family in (socket.AF_INET, socket.AF_INET6):
+            channel = self._open_channel(family)
+            if channel is not None:
+                self._channels[family] = channel
+                loop.add_reader(channel.sock.fileno(), channel.on_readable)
+        problem = self.startup_problem()
+        if problem:
+            self._log.warning("%s", problem)
+
+    def _open_channel(self, family: int) -> _Channel | None:
+        denied = False
+        for mode in self._allowed_modes:
+            try:
+                return _Channel(family, _open_socket(family, mode), mode)
+            except PermissionError:
+                denied = True
+            except OSError as exc:  # e.g. IPv6 disabled in this kernel
+                self._unavailable[family] = _errno_name(exc)
+                return None
+        if denied:
+            self._not_permitted.add(family)
+        return None
+
+    async def close(self) -> None:
+        if not self._started:
+            return
+        loop = asyncio.get_running_loop()
+        for channel in self._channels.values():
+            loop.remove_reader(channel.sock.fileno())
+            channel.close()
+        self._channels.clear()
+        self._started = False
+
+    def startup_problem(self) -> str | None:
+        if self._not_permitted:
+            return NOT_PERMITTED_PROBLEM
+        return None
+
+    def socket_mode(self) -> str:
+        """The socket kind IPv4 probes use ("raw", "dgram" or "none"; IPv6's if only
+        IPv6 could be opened), for the landing page."""
+        for family in (socket.AF_INET, socket.AF_INET6):
+            if family in self._channels:
+                return self._channels[family].mode
+        return "none"
+
+    def sockets(self) -> dict[str, socket.socket]:
+        """The shared sockets by family ("ipv4", "ipv6"), for status and tests."""
+        names = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+        return {names[family]: channel.sock for family, channel in self._channels.items()}
+
+    def channel(self, family: int) -> _Channel | None:
+        """The shared socket and in-flight requests of one address family."""
+        return self._channels.get(family)
+
+    async def probe(
+        self, target: Target, settings: Any, timeout: float, log: logging.Logger
+    ) -> ProbeResult:
+        if not self._started:
+            await self.start()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        deadline = began + max(0.0, timeout - DEADLINE_MARGIN)
+        result = ProbeResult(success=False)
+
+        def note(line: str) -> None:
+            log.debug("%s", line)
+            result.debug.append(line)
+
+        def finish(reason: str) -> ProbeResult:
+            result.reason = reason
+            result.duration_seconds = loop.time() - began
+            return result
+
+        if not self._channels and self._not_permitted:
+            note(NOT_PERMITTED_PROBLEM)
+            return finish("icmp_not_permitted")
+
+        resolved = await self._resolve(target.address, settings.ip_version, deadline, note)
+        if resolved is None:
+            return finish("resolve_failed")
+        family, address = resolved
+        channel = self._channels.get(family)
+        if channel is None:
+            if family in self._not_permitted:
+                note(NOT_PERMITTED_PROBLEM)
+                return finish("icmp_not_permitted")
+            version = "4" if family == socket.AF_INET else "6"
+            note(f"no IPv{version} ICMP socket: {self._unavailable.get(family, 'unavailable')}")
+            return finish(f"ipv{version}_unavailable")
+
+        note(
+            f"pinging {address[0]} with a {channel.mode} socket: count={settings.count} "
+            f"interval={settings.interval}s packet_timeout={settings.packet_timeout}s"
+        )
+        rtts, send_error = await self._send_train(channel, address, settings, deadline, note)
+        self.summarize(rtts, result)
+        if result.packets_received:
+            result.success = True
+            return finish("")
+        if send_error:
+            return finish(f"send_failed:{send_error}")
+        return finish("no_reply")
+
+    async def _resolve(
+        self, address: str, ip_version: str, deadline: float, note: Callable[[str], None]
+    ) -> tuple[int, tuple[Any, ...]] | None:
+        wanted = {"4": socket.AF_INET, "6": socket.AF_INET6}.get(ip_version)
+        try:
+            literal = ipaddress.ip_address(address)
+        except ValueError:
+            literal = None
+        if literal is not None:  # fast path: no resolver thread for 10,000 literals
+            family = socket.AF_INET if literal.version == 4 else socket.AF_INET6
+            if wanted is not None and wanted != family:
+                note(f"{address} is an IPv{literal.version} address but ip_version={ip_version}")
+                return None
+            return family, ((address, 0) if family == socket.AF_INET else (address, 0, 0, 0))
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(
+                loop.getaddrinfo(address, None, family=wanted or 0, type=socket.SOCK_DGRAM),
+                max(0.0, deadline - loop.time()),
+            )
+        except (OSError, TimeoutError, UnicodeError) as exc:
+            note(f"could not resolve {address}: {str(exc) or 'timed out'}")
+            return None
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first, stable
+        for family, _type, _proto, _name, sockaddr in infos:
+            if family in (socket.AF_INET, socket.AF_INET6):
+                note(f"{address} resolved to {sockaddr[0]}")
+                return family, sockaddr
+        note(f"{address} has no IPv4 or IPv6 address")
+        return None
+
+    async def _send_train(
+        self,
+        channel: _Channel,
+        address: tuple[Any, ...],
+        settings: IcmpSettings,
+        deadline: float,
+        note: Callable[[str], None],
+    ) -> tuple[list[float | None], str]:
+        """Send the requests on schedule; return each sent request's RTT (None if
+        unanswered) in send order, and the first send error's name (or "")."""
+        loop = asyncio.get_running_loop()
+        size = max(int(settings.size), TOKEN_SIZE)
+        first_send = loop.time()
+        requests: list[tuple[int, _Request]] = []
+        send_error = ""
+        try:
+            for index in range(settings.count):
+                send_at = first_send + index * float(settings.interval)
+                if send_at >= deadline:
+                    note(f"timeout reached: {settings.count - index} requests not sent")
+                    break
+                if send_at > loop.time():
+                    await asyncio.sleep(send_at - loop.time())
+                sequence = channel.take_sequence()
+                while sequence is None:  # 65,536 requests in flight: wait for one to end
+                    await asyncio.wait_for(channel.sequence_freed(), deadline - loop.time())
+                    sequence = channel.take_sequence()
+                token = random.getrandbits(64).to_bytes(8, "big") + time.time_ns().to_bytes(
+                    8, "big"
+                )
+                wait_limit = min(float(settings.packet_timeout), deadline - loop.time())
+                request = _Request(loop.create_future(), token, wait_limit)
+                packet = channel.build_request(sequence, token, size)
+                channel.in_flight[sequence] = request
+                requests.append((sequence, request))
+                try:
+                    channel.send(packet, address, request)
+                except OSError as exc:
+                    channel.release(sequence, request)
+                    request.future.set_result(None)
+                    send_error = send_error or _errno_name(exc)
+                    note(f"icmp_seq={sequence}: send failed: {_errno_name(exc)} ({exc.strerror})")
+                    continue
+                request.timer = loop.call_at(
+                    loop.time() + wait_limit, channel.expire, sequence, request
+                )
+            rtts: list[float | None] = [await request.future for _, request in requests]
+        except TimeoutError:  # no sequence number free before the deadline
+            note("timeout reached while waiting for a free sequence number")
+            rtts = [r.future.result() if r.future.done() else None for _, r in requests]
+        finally:
+            for sequence, request in requests:
+                channel.release(sequence, request)
+                if not request.future.done():
+                    request.future.cancel()
+        for (sequence, _), rtt in zip(requests, rtts, strict=True):
+            if rtt is None:
+                note(f"icmp_seq={sequence}: no reply")
+            else:
+                note(f"icmp_seq={sequence}: reply in {rtt * 1000:.3f} ms")
+        return rtts, send_error
+
+    @staticmethod
+    def summarize(rtts: list[float | None], result: ProbeResult | None = None) -> ProbeResult:
+        """Fill in the train's figures from each sent request's RTT (None: no reply).
+
+        Jitter is the mean absolute difference between the RTTs of successive answered
+        requests in send order (as mtr and icmplib): 0 with one reply, None with none."""
+        result = result or ProbeResult(success=False)
+        answered = [rtt for rtt in rtts if rtt is not None]
+        result.packets_sent = len(rtts)
+        result.packets_received = len(answered)
+        result.rtt_samples = answered
+        if rtts:
+            result.packet_loss_ratio = 1.0 - len(answered) / len(rtts)
+        if answered:
+            result.rtt_seconds = sum(answered) / len(answered)
+            result.rtt_min_seconds = min(answered)
+            result.rtt_max_seconds = max(answered)
+            steps = [abs(b - a) for a, b in itertools.pairwise(answered)]
+            result.jitter_seconds = sum(steps) / len(steps) if steps else 0.0
+        return result
