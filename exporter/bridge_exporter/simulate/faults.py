@@ -53,11 +53,12 @@ class Fault:
             parts.append("down")
         if self.flap_period_seconds > 0:
             parts.append(f"flapping every {_short(self.flap_period_seconds)}")
-        if self.delay_seconds or self.jitter_seconds:
-            delay = f"delay {_short(self.delay_seconds)}"
-            if self.jitter_seconds:
-                delay += f" ± {_short(self.jitter_seconds)}"
-            parts.append(delay)
+        if self.delay_seconds and self.jitter_seconds:
+            parts.append(f"delay {_short(self.delay_seconds)} ± {_short(self.jitter_seconds)}")
+        elif self.delay_seconds:
+            parts.append(f"delay {_short(self.delay_seconds)}")
+        elif self.jitter_seconds:
+            parts.append(f"jitter ± {_short(self.jitter_seconds)}")
         if self.loss_ratio:
             parts.append(f"loss {self.loss_ratio * 100:g}%")
         if self.sip_status != 200:
