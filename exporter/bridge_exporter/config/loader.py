@@ -46,12 +46,21 @@ THRESHOLD_KEYS = {
 DEFAULT_MODULE_TIMEOUT = 10.0
 
 
+def _not_text(key: str, value: Any) -> str:
+    if isinstance(value, list | dict):
+        shape = "list" if isinstance(value, list) else "mapping"
+        return f"`{key}` must be a single value, not a {shape}"
+    return f"`{key}` must be text; quote it: {key}: '{value}'"
+
+
 class _Checker:
     """Walks the YAML data, collecting problems instead of stopping at the first."""
 
     def __init__(self, path: str):
         self.path = path
         self.problems: list[Problem] = []
+        # Modules defined with a problem of their own: using them is not a second problem.
+        self.broken_modules: set[str] = set()
 
     def add(self, line: int, message: str) -> None:
         self.problems.append(Problem(self.path, line, message))
@@ -84,11 +93,19 @@ def load_inventory(path: str | Path) -> Inventory:
     """Read and validate an inventory file. Raises ConfigError listing every problem."""
     path_text = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        raw = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError([Problem(path_text, 0, f"cannot read file: {exc.strerror}")]) from exc
+        raise ConfigError(
+            [Problem(path_text, 0, f"cannot read the file: {exc.strerror}; check the path")]
+        ) from exc
+    try:
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ConfigError([Problem(path_text, 0, "file is not UTF-8; save it as UTF-8")]) from exc
+        line = raw.count(b"\n", 0, exc.start) + 1
+        message = (
+            f"the file is not UTF-8 (byte 0x{raw[exc.start]:02x} on this line); save it as UTF-8"
+        )
+        raise ConfigError([Problem(path_text, line, message)]) from exc
     return parse_inventory(text, path_text)
 
 
@@ -98,7 +115,7 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
     check.problems.extend(problems)
     if data is None and not problems:
         check.add(0, "file is empty; it needs tiers, modules and endpoints")
-    if check.problems:
+    if data is None:  # nothing to check further; duplicate keys alone do not stop here
         raise ConfigError(check.problems)
     root = check.mapping(data, 1, "the inventory")
     if root is None:
@@ -152,11 +169,19 @@ def _thresholds(check: _Checker, raw: Any, line: int, base: Thresholds | None = 
             values[field] = check.duration(data, key, getattr(base, field))
     merged = {**base.__dict__, **values}
     result = Thresholds(**merged)
-    for kind in ("rtt", "jitter"):
-        if getattr(result, f"{kind}_warning_seconds") > getattr(result, f"{kind}_critical_seconds"):
-            check.add(data.line, f"{kind}_warning must not be above {kind}_critical")
-    if result.loss_warning_ratio > result.loss_critical_ratio:
-        check.add(data.line, "loss_warning must not be above loss_critical")
+    # Only pairs this mapping touches: an inherited pair was checked where it was written.
+    for kind, unit in (("rtt", "seconds"), ("jitter", "seconds"), ("loss", "ratio")):
+        warning_key, critical_key = f"{kind}_warning", f"{kind}_critical"
+        if warning_key not in data and critical_key not in data:
+            continue
+        warning = getattr(result, f"{warning_key}_{unit}")
+        critical = getattr(result, f"{critical_key}_{unit}")
+        if warning > critical:
+            check.add(
+                data.line_of(warning_key if warning_key in data else critical_key),
+                f"{warning_key} ({warning:g}) must not be above {critical_key} ({critical:g}); "
+                f"lower {warning_key} or raise {critical_key}",
+            )
     return result
 
 
@@ -169,6 +194,7 @@ def _modules(check: _Checker, root: LinedMap) -> dict[str, Module]:
         line = raw.line_of(name)
         spec = check.mapping(body, line, f"module {name!r}")
         if spec is None:
+            check.broken_modules.add(name)
             continue
         kind = spec.get("prober")
         if kind not in KINDS:
@@ -176,6 +202,7 @@ def _modules(check: _Checker, root: LinedMap) -> dict[str, Module]:
                 spec.line_of("prober"),
                 f"module {name!r}: prober must be one of {', '.join(KINDS)}, not {kind!r}",
             )
+            check.broken_modules.add(name)
             continue
         check.unknown_keys(spec, MODULE_KEYS | {kind}, f"module {name!r}")
         timeout = check.duration(spec, "timeout", DEFAULT_MODULE_TIMEOUT)
@@ -203,11 +230,11 @@ def _module_list(check: _Checker, value: Any, line: int, modules: dict, what: st
         check.add(line, f"{what}: modules must be a list of module names")
         return ()
     for index, name in enumerate(value):
-        if name not in modules:
+        if name not in modules and name not in check.broken_modules:
             where = value.line_of(index) if isinstance(value, LinedList) else line
             known = ", ".join(modules) or "none defined"
             check.add(where, f"{what}: unknown module {name!r}; defined modules: {known}")
-    return tuple(m for m in value if m in modules)
+    return tuple(m for m in value if m in modules or m in check.broken_modules)
 
 
 def _tiers(check: _Checker, root: LinedMap, modules: dict, thresholds: Thresholds) -> list[Tier]:
@@ -222,24 +249,31 @@ def _tiers(check: _Checker, root: LinedMap, modules: dict, thresholds: Threshold
     seen: dict[str, int] = {}
     for index, item in enumerate(raw):
         item_line = raw.line_of(index)
+        if isinstance(item, str):  # `tiers: [central, province]`: names only
+            item = LinedMap(name=item)
+            item.line, item.key_lines = item_line, {"name": item_line}
         spec = check.mapping(item, item_line, "a tier")
         if spec is None:
             continue
         check.unknown_keys(spec, TIER_KEYS, "a tier")
         name = spec.get("name")
         name_line = spec.line_of("name")
+        # A bad name is still a tier: keeps the levels below it right and spares its
+        # endpoints an "unknown tier" each. The inventory is rejected anyway.
         if not isinstance(name, str) or not LABEL_NAME.match(name) or name.startswith("__"):
             check.add(
                 name_line,
                 f"tier name {name!r} is not a legal Prometheus label name; use letters, "
                 "digits and _ (not starting with a digit or __), e.g. district",
             )
-            continue
-        if name in RESERVED_LABELS:
+            name = name if isinstance(name, str) and name not in seen else f"<tier {index + 1}>"
+        elif name in RESERVED_LABELS:
             check.add(name_line, f"tier name {name!r} is reserved by the exporter; rename it")
-            continue
-        if name in seen:
-            check.add(name_line, f"tier {name!r} is listed twice (first at line {seen[name]})")
+        elif name in seen:
+            check.add(
+                name_line,
+                f"tier {name!r} is listed twice (first at line {seen[name]}); remove or rename one",
+            )
             continue
         seen[name] = name_line
         tier_modules = (
@@ -269,6 +303,11 @@ def _endpoints(
             continue
         check.unknown_keys(spec, ENDPOINT_KEYS, "an endpoint")
         endpoint_id = spec.get("id")
+        if endpoint_id is not None and not isinstance(endpoint_id, str):
+            check.add(
+                spec.line_of("id"), f"endpoint {endpoint_id!r}: {_not_text('id', endpoint_id)}"
+            )
+            continue
         if not isinstance(endpoint_id, str) or not endpoint_id.strip():
             check.add(spec.line, "endpoint has no id; add `id:` (letters, digits, - _ .)")
             continue
@@ -281,10 +320,15 @@ def _endpoints(
             )
             continue
         for key in ("name", "tier", "address"):
-            if not isinstance(spec.get(key), str) or not spec.get(key):
+            if spec.get(key) is None or spec.get(key) == "":
                 check.add(spec.line, f"endpoint {endpoint_id!r}: `{key}` is missing or empty")
-        tier = tier_by_name.get(spec.get("tier"))
-        if spec.get("tier") and tier is None:
+            elif not isinstance(spec[key], str):
+                check.add(
+                    spec.line_of(key), f"endpoint {endpoint_id!r}: {_not_text(key, spec[key])}"
+                )
+        tier_name = spec.get("tier")
+        tier = tier_by_name.get(tier_name) if isinstance(tier_name, str) else None
+        if isinstance(tier_name, str) and tier_name and tier is None:
             check.add(
                 spec.line_of("tier"),
                 f"endpoint {endpoint_id!r}: unknown tier {spec.get('tier')!r}; tiers: "
@@ -302,7 +346,9 @@ def _endpoints(
     for endpoint_id, (spec, tier) in specs.items():
         if tier is None or endpoint_id not in ancestors:
             continue
-        endpoint = _endpoint(check, endpoint_id, spec, tier, ancestors[endpoint_id], modules)
+        endpoint = _endpoint(
+            check, endpoint_id, spec, tier, ancestors[endpoint_id], modules, set(tier_by_name)
+        )
         if endpoint is not None:
             endpoints[endpoint_id] = endpoint
     return endpoints
@@ -332,6 +378,9 @@ def _ancestry(check: _Checker, specs: dict) -> dict[str, tuple[str, ...]]:
                 f"endpoint {endpoint_id!r} has no parent; add `parent:` with the id of the "
                 "endpoint above it",
             )
+            continue
+        if not isinstance(parent, str):
+            check.add(line, f"endpoint {endpoint_id!r}: {_not_text('parent', parent)}")
             continue
         if parent not in specs:
             check.add(
@@ -384,6 +433,7 @@ def _endpoint(
     tier: Tier,
     ancestors: tuple[str, ...],
     modules: dict[str, Module],
+    tier_names: set[str],
 ) -> Endpoint | None:
     what = f"endpoint {endpoint_id!r}"
     module_names = (
@@ -403,10 +453,18 @@ def _endpoint(
         label_map = check.mapping(raw_labels, spec.line_of("labels"), f"{what} labels")
         for key, value in (label_map or {}).items():
             bad = not isinstance(key, str) or not LABEL_NAME.match(key) or key.startswith("__")
-            if bad or key in RESERVED_LABELS:
+            if bad:
                 check.add(
                     label_map.line_of(key),
-                    f"{what}: label {key!r} is not a legal label name or is reserved; rename it",
+                    f"{what}: label {key!r} is not a legal label name; use letters, digits "
+                    "and _ (not starting with a digit or __)",
+                )
+            elif key in RESERVED_LABELS or key in tier_names:
+                owner = "a tier" if key in tier_names else "the exporter"
+                check.add(
+                    label_map.line_of(key),
+                    f"{what}: label {key!r} collides with the {key!r} label that {owner} puts "
+                    "on every series; rename it",
                 )
             elif isinstance(value, dict | list):
                 check.add(label_map.line_of(key), f"{what}: label {key!r} must be a plain value")
@@ -458,10 +516,16 @@ def _overrides(
     for name, body in (data or {}).items():
         line = data.line_of(name)
         if name not in module_names:
-            check.add(line, f"{what}: override for {name!r}, which is not one of its modules")
+            check.add(
+                line,
+                f"{what}: override for {name!r}, which is not one of its modules; add it to "
+                "`modules:` or remove the override",
+            )
             continue
         settings_map = check.mapping(body, line, f"{what} override {name!r}")
         if settings_map is None:
+            continue
+        if name in check.broken_modules:
             continue
         module = modules[name]
         settings, problems = replace_settings(module.settings, settings_map)

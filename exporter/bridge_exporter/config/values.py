@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import re
 import types
 import typing
+from decimal import Decimal
 from typing import Any
 
 from ..probes.base import Seconds
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+# Decimal, so that 700ms is 0.7 and not 0.7000000000000001.
+_UNIT_SECONDS = {"ms": Decimal("0.001"), "s": 1, "m": 60, "h": 3600, "d": 86400}
 LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -29,12 +32,17 @@ def parse_duration(value: Any) -> float:
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
-        parts = _DURATION_PART.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
+        magnitude = text.removeprefix("-")  # so that "-1s" is reported as negative
+        parts = _DURATION_PART.findall(magnitude)
+        if not parts or "".join(n + u for n, u in parts) != magnitude:
             raise ValueProblem(f"{value!r} is not a duration; write e.g. 200ms, 5s, 1m30s or 2h")
-        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+        seconds = float(sum(Decimal(n) * _UNIT_SECONDS[u] for n, u in parts))
+        if magnitude != text:
+            seconds = -seconds
     else:
         raise ValueProblem(f"{value!r} is not a duration; write e.g. 200ms, 5s or 1m")
+    if not math.isfinite(seconds):
+        raise ValueProblem(f"{value!r} is not a finite duration; write e.g. 200ms, 5s or 1m")
     if seconds < 0:
         raise ValueProblem(f"{value!r} is negative; durations must be >= 0")
     return seconds
@@ -69,7 +77,10 @@ def _convert(value: Any, hint: Any, name: str) -> Any:
         inner = next(o for o in options if o is not type(None))
         return _convert(value, inner, name)
     if hint is Seconds:
-        return Seconds(parse_duration(value))
+        try:
+            return Seconds(parse_duration(value))
+        except ValueProblem as exc:
+            raise ValueProblem(f"{name}: {exc}") from exc
     if hint is bool:
         if isinstance(value, bool):
             return value

@@ -31,6 +31,10 @@ class LinedList(list):
         return self.item_lines[index] if index < len(self.item_lines) else self.line
 
 
+# `<<:` merge keys: the one YAML 1.1 feature that a hand-made converter must implement.
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
 def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
@@ -39,8 +43,17 @@ def _convert(node: yaml.Node, constructor: yaml.SafeLoader, path: str, problems:
     if isinstance(node, yaml.MappingNode):
         result = LinedMap()
         result.line, result.key_lines = _line(node), {}
+        merges = []
         for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merges.append(value_node)
+                continue
             key = constructor.construct_object(key_node, deep=True)
+            if isinstance(key, list | dict):
+                problems.append(
+                    Problem(path, _line(key_node), "a key must be a plain word, not a list or map")
+                )
+                continue
             if key in result:
                 problems.append(
                     Problem(
@@ -53,6 +66,8 @@ def _convert(node: yaml.Node, constructor: yaml.SafeLoader, path: str, problems:
                 continue
             result.key_lines[key] = _line(key_node)
             result[key] = _convert(value_node, constructor, path, problems)
+        for value_node in merges:
+            _merge(result, value_node, constructor, path, problems)
         return result
     if isinstance(node, yaml.SequenceNode):
         items = LinedList()
@@ -62,6 +77,29 @@ def _convert(node: yaml.Node, constructor: yaml.SafeLoader, path: str, problems:
             items.append(_convert(item, constructor, path, problems))
         return items
     return constructor.construct_object(node, deep=True)
+
+
+def _merge(
+    result: LinedMap,
+    source: yaml.Node,
+    constructor: yaml.SafeLoader,
+    path: str,
+    problems: list[Problem],
+) -> None:
+    """`<<: *template` or `<<: [*a, *b]`: copy keys the mapping does not set itself;
+    with a list, earlier mappings win (YAML merge key type)."""
+    sources = source.value if isinstance(source, yaml.SequenceNode) else [source]
+    for node in sources:
+        merged = _convert(node, constructor, path, problems)
+        if not isinstance(merged, LinedMap):
+            problems.append(
+                Problem(path, _line(node), "`<<:` must be given a mapping or a list of mappings")
+            )
+            continue
+        for key, value in merged.items():
+            if key not in result:
+                result.key_lines[key] = merged.line_of(key)
+                result[key] = value
 
 
 def load_lined_yaml(text: str, path: str) -> tuple[Any, list[Problem]]:
@@ -76,10 +114,18 @@ def load_lined_yaml(text: str, path: str) -> tuple[Any, list[Problem]]:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
+        if exc.context_mark and "end of stream" in str(exc.problem):
+            mark = exc.context_mark  # an unclosed quote or bracket: where it was opened
         line = mark.line + 1 if mark else 0
-        problems.append(Problem(path, line, f"YAML syntax error: {exc.problem}; fix the syntax"))
+        what = exc.problem or exc.context
+        if exc.context and exc.problem and exc.context_mark:
+            # e.g. an unclosed quote: the problem shows at the end, the fix is where it began
+            what += f" ({exc.context} at line {exc.context_mark.line + 1})"
+        hint = "indent with spaces, not tabs" if "'\\t'" in str(what) else "fix the syntax"
+        problems.append(Problem(path, line, f"YAML syntax error: {what}; {hint}"))
         return None, problems
     except yaml.YAMLError as exc:
         problems.append(Problem(path, 0, f"YAML error: {exc}"))
         return None, problems
-    return data, problems
+    # A merged template is converted once per use: report each of its problems once.
+    return data, list(dict.fromkeys(problems))
