@@ -31,7 +31,11 @@ def missing(what: str) -> None:
 
 def need_tool(name: str) -> str:
     path = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}") if os.path.exists(p)),
+        (
+            p
+            for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}", f"/sbin/{name}")
+            if os.path.exists(p)
+        ),
         None,
     )
     if not path:

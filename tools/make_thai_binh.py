@@ -4,38 +4,159 @@ import unicodedata
 from pathlib import Path
 
 DISTRICTS = [  # (slug, name, lat, lon, communes)
-    ("tp-thai-binh", "Thành phố Thái Bình", 20.4463, 106.3366, [
-        "Phường Lê Hồng Phong", "Phường Bồ Xuyên", "Phường Đề Thám", "Phường Kỳ Bá",
-        "Phường Quang Trung", "Phường Phú Khánh", "Phường Tiền Phong", "Phường Trần Hưng Đạo",
-        "Phường Trần Lãm", "Phường Hoàng Diệu", "Xã Đông Hòa", "Xã Vũ Phúc"]),
-    ("hung-ha", "Huyện Hưng Hà", 20.5939, 106.2170, [
-        "Thị trấn Hưng Hà", "Thị trấn Hưng Nhân", "Xã Tân Lễ", "Xã Canh Tân", "Xã Cộng Hòa",
-        "Xã Hòa Tiến", "Xã Minh Khai", "Xã Thái Phương", "Xã Chi Lăng", "Xã Độc Lập",
-        "Xã Điệp Nông"]),
-    ("dong-hung", "Huyện Đông Hưng", 20.5520, 106.3480, [
-        "Thị trấn Đông Hưng", "Xã Đông Hợp", "Xã Đông La", "Xã Đông Sơn", "Xã Hồng Việt",
-        "Xã Liên Hoa", "Xã Mê Linh", "Xã Nguyên Xá", "Xã Phong Dương", "Xã Đông Kinh",
-        "Xã Hoa Nam"]),
-    ("quynh-phu", "Huyện Quỳnh Phụ", 20.6470, 106.3640, [
-        "Thị trấn Quỳnh Côi", "Thị trấn An Bài", "Xã An Ninh", "Xã An Thanh", "Xã Quỳnh Hải",
-        "Xã Quỳnh Hoa", "Xã Quỳnh Giao", "Xã Quỳnh Hội", "Xã An Vũ", "Xã Đông Hải",
-        "Xã Quỳnh Minh"]),
-    ("thai-thuy", "Huyện Thái Thụy", 20.5410, 106.5180, [
-        "Thị trấn Diêm Điền", "Xã Thụy Hải", "Xã Thụy Trường", "Xã Thái Thượng", "Xã Thái Đô",
-        "Xã Thụy Liên", "Xã Thụy Ninh", "Xã Thái Nguyên", "Xã Thụy Phong", "Xã Thái Hưng",
-        "Xã Hồng Dũng"]),
-    ("tien-hai", "Huyện Tiền Hải", 20.4040, 106.5160, [
-        "Thị trấn Tiền Hải", "Xã Đông Trà", "Xã Đông Minh", "Xã Nam Thịnh", "Xã Nam Thanh",
-        "Xã Tây Giang", "Xã Tây Ninh", "Xã Vũ Lăng", "Xã An Ninh", "Xã Nam Trung",
-        "Xã Đông Hoàng"]),
-    ("kien-xuong", "Huyện Kiến Xương", 20.3980, 106.4200, [
-        "Thị trấn Kiến Xương", "Xã Bình Nguyên", "Xã Quang Trung", "Xã Vũ Quý", "Xã Hòa Bình",
-        "Xã Thanh Tân", "Xã Minh Tân", "Xã Vũ Bình", "Xã Lê Lợi", "Xã Nam Bình",
-        "Xã Đình Phùng"]),
-    ("vu-thu", "Huyện Vũ Thư", 20.4330, 106.2750, [
-        "Thị trấn Vũ Thư", "Xã Tam Quang", "Xã Song Lãng", "Xã Minh Quang", "Xã Tân Hòa",
-        "Xã Việt Hùng", "Xã Hòa Bình", "Xã Dũng Nghĩa", "Xã Xuân Hòa", "Xã Nguyên Xá",
-        "Xã Vũ Hội"]),
+    (
+        "tp-thai-binh",
+        "Thành phố Thái Bình",
+        20.4463,
+        106.3366,
+        [
+            "Phường Lê Hồng Phong",
+            "Phường Bồ Xuyên",
+            "Phường Đề Thám",
+            "Phường Kỳ Bá",
+            "Phường Quang Trung",
+            "Phường Phú Khánh",
+            "Phường Tiền Phong",
+            "Phường Trần Hưng Đạo",
+            "Phường Trần Lãm",
+            "Phường Hoàng Diệu",
+            "Xã Đông Hòa",
+            "Xã Vũ Phúc",
+        ],
+    ),
+    (
+        "hung-ha",
+        "Huyện Hưng Hà",
+        20.5939,
+        106.2170,
+        [
+            "Thị trấn Hưng Hà",
+            "Thị trấn Hưng Nhân",
+            "Xã Tân Lễ",
+            "Xã Canh Tân",
+            "Xã Cộng Hòa",
+            "Xã Hòa Tiến",
+            "Xã Minh Khai",
+            "Xã Thái Phương",
+            "Xã Chi Lăng",
+            "Xã Độc Lập",
+            "Xã Điệp Nông",
+        ],
+    ),
+    (
+        "dong-hung",
+        "Huyện Đông Hưng",
+        20.5520,
+        106.3480,
+        [
+            "Thị trấn Đông Hưng",
+            "Xã Đông Hợp",
+            "Xã Đông La",
+            "Xã Đông Sơn",
+            "Xã Hồng Việt",
+            "Xã Liên Hoa",
+            "Xã Mê Linh",
+            "Xã Nguyên Xá",
+            "Xã Phong Dương",
+            "Xã Đông Kinh",
+            "Xã Hoa Nam",
+        ],
+    ),
+    (
+        "quynh-phu",
+        "Huyện Quỳnh Phụ",
+        20.6470,
+        106.3640,
+        [
+            "Thị trấn Quỳnh Côi",
+            "Thị trấn An Bài",
+            "Xã An Ninh",
+            "Xã An Thanh",
+            "Xã Quỳnh Hải",
+            "Xã Quỳnh Hoa",
+            "Xã Quỳnh Giao",
+            "Xã Quỳnh Hội",
+            "Xã An Vũ",
+            "Xã Đông Hải",
+            "Xã Quỳnh Minh",
+        ],
+    ),
+    (
+        "thai-thuy",
+        "Huyện Thái Thụy",
+        20.5410,
+        106.5180,
+        [
+            "Thị trấn Diêm Điền",
+            "Xã Thụy Hải",
+            "Xã Thụy Trường",
+            "Xã Thái Thượng",
+            "Xã Thái Đô",
+            "Xã Thụy Liên",
+            "Xã Thụy Ninh",
+            "Xã Thái Nguyên",
+            "Xã Thụy Phong",
+            "Xã Thái Hưng",
+            "Xã Hồng Dũng",
+        ],
+    ),
+    (
+        "tien-hai",
+        "Huyện Tiền Hải",
+        20.4040,
+        106.5160,
+        [
+            "Thị trấn Tiền Hải",
+            "Xã Đông Trà",
+            "Xã Đông Minh",
+            "Xã Nam Thịnh",
+            "Xã Nam Thanh",
+            "Xã Tây Giang",
+            "Xã Tây Ninh",
+            "Xã Vũ Lăng",
+            "Xã An Ninh",
+            "Xã Nam Trung",
+            "Xã Đông Hoàng",
+        ],
+    ),
+    (
+        "kien-xuong",
+        "Huyện Kiến Xương",
+        20.3980,
+        106.4200,
+        [
+            "Thị trấn Kiến Xương",
+            "Xã Bình Nguyên",
+            "Xã Quang Trung",
+            "Xã Vũ Quý",
+            "Xã Hòa Bình",
+            "Xã Thanh Tân",
+            "Xã Minh Tân",
+            "Xã Vũ Bình",
+            "Xã Lê Lợi",
+            "Xã Nam Bình",
+            "Xã Đình Phùng",
+        ],
+    ),
+    (
+        "vu-thu",
+        "Huyện Vũ Thư",
+        20.4330,
+        106.2750,
+        [
+            "Thị trấn Vũ Thư",
+            "Xã Tam Quang",
+            "Xã Song Lãng",
+            "Xã Minh Quang",
+            "Xã Tân Hòa",
+            "Xã Việt Hùng",
+            "Xã Hòa Bình",
+            "Xã Dũng Nghĩa",
+            "Xã Xuân Hòa",
+            "Xã Nguyên Xá",
+            "Xã Vũ Hội",
+        ],
+    ),
 ]
 EQUIVALENTS = [  # district-level points that are not districts ("cấp huyện và tương đương")
     ("dang-uy-khoi-co-quan", "Đảng ủy Khối các cơ quan tỉnh"),
@@ -127,22 +248,62 @@ def main() -> None:
         if extra:
             lines.append(extra)
 
-    endpoint("dien-hong", "Phòng họp Diên Hồng, Nhà Quốc hội (Hà Nội)", "central", None,
-             "127.10.0.1", None, 21.0375, 105.8368,
-             "    labels: {site: nha-quoc-hoi}")
+    endpoint(
+        "dien-hong",
+        "Phòng họp Diên Hồng, Nhà Quốc hội (Hà Nội)",
+        "central",
+        None,
+        "127.10.0.1",
+        None,
+        21.0375,
+        105.8368,
+        "    labels: {site: nha-quoc-hoi}",
+    )
     lines.append("")
-    endpoint("tb-tinh-uy", "Hội trường Tỉnh ủy Thái Bình", "province", "dien-hong",
-             "127.10.1.1", 250, 20.4500, 106.3400)
-    endpoint("tb-ubnd", "Trung tâm Hội nghị tỉnh Thái Bình", "province", "dien-hong",
-             "127.10.1.2", 150, 20.4480, 106.3380)
+    endpoint(
+        "tb-tinh-uy",
+        "Hội trường Tỉnh ủy Thái Bình",
+        "province",
+        "dien-hong",
+        "127.10.1.1",
+        250,
+        20.4500,
+        106.3400,
+    )
+    endpoint(
+        "tb-ubnd",
+        "Trung tâm Hội nghị tỉnh Thái Bình",
+        "province",
+        "dien-hong",
+        "127.10.1.2",
+        150,
+        20.4480,
+        106.3380,
+    )
     lines.append("")
     district_delegates = 110
     for index, (dslug, dname, lat, lon, _) in enumerate(DISTRICTS, start=1):
-        endpoint(f"tb-{dslug}", f"Điểm cầu {dname}", "district", "tb-tinh-uy",
-                 f"127.10.2.{index}", district_delegates, lat, lon)
+        endpoint(
+            f"tb-{dslug}",
+            f"Điểm cầu {dname}",
+            "district",
+            "tb-tinh-uy",
+            f"127.10.2.{index}",
+            district_delegates,
+            lat,
+            lon,
+        )
     for index, (eslug, ename) in enumerate(EQUIVALENTS, start=len(DISTRICTS) + 1):
-        endpoint(f"tb-{eslug}", f"Điểm cầu {ename}", "district", "tb-ubnd",
-                 f"127.10.2.{index}", district_delegates, 20.4470 + index / 1000, 106.3390)
+        endpoint(
+            f"tb-{eslug}",
+            f"Điểm cầu {ename}",
+            "district",
+            "tb-ubnd",
+            f"127.10.2.{index}",
+            district_delegates,
+            20.4470 + index / 1000,
+            106.3390,
+        )
     used = 250 + 150 + 12 * district_delegates
     communes = [(d, c) for d in DISTRICTS for c in d[4]]
     assert len(communes) == 89, len(communes)
@@ -154,9 +315,16 @@ def main() -> None:
         if position == 0:
             lines.append("")
         delegates = base + (1 if number < extra else 0)
-        endpoint(f"tb-{dslug}-{slug(commune)}", f"Điểm cầu {commune}", "commune",
-                 f"tb-{dslug}", f"127.10.{10 + district_index}.{position + 1}", delegates,
-                 lat + 0.012 * ((position % 4) - 1.5), lon + 0.012 * ((position // 4) - 1))
+        endpoint(
+            f"tb-{dslug}-{slug(commune)}",
+            f"Điểm cầu {commune}",
+            "commune",
+            f"tb-{dslug}",
+            f"127.10.{10 + district_index}.{position + 1}",
+            delegates,
+            lat + 0.012 * ((position % 4) - 1.5),
+            lon + 0.012 * ((position // 4) - 1),
+        )
     out = Path(__file__).resolve().parent.parent / "examples" / "thai-binh.yml"
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 

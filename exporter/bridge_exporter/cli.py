@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -108,20 +108,36 @@ def cmd_validate(files: Sequence[str]) -> int:
     return 1 if failed else 0
 
 
-async def _wait_for_signals(on_reload) -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if on_reload is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(on_reload()))
-    await stop.wait()
+class _Signals:
+    """SIGTERM/SIGINT stop, SIGHUP reloads. Installed first thing, so that a signal that
+    arrives while the exporter starts is never handled by the default action (death)."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._reloads: set[asyncio.Task] = set()  # the loop keeps only weak references
+        self.on_reload: Callable[[], Awaitable[object]] | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stop.set)
+        self._loop.add_signal_handler(signal.SIGHUP, self._reload)
+
+    def _reload(self) -> None:
+        if self.on_reload is None:
+            log.warning("SIGHUP ignored: nothing to reload yet")
+            return
+        task = self._loop.create_task(self.on_reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def wait(self) -> None:
+        await self._stop.wait()
 
 
 async def serve(config_file: str, listen: list[tuple[str, int]]) -> int:
     from .runtime import Exporter
     from .web import make_app
 
+    signals = _Signals()
     try:
         exporter = await Exporter.create(config_file)
     except ConfigError as exc:
@@ -139,7 +155,8 @@ async def serve(config_file: str, listen: list[tuple[str, int]]) -> int:
         await exporter.stop()
         await runner.cleanup()
         return 1
-    await _wait_for_signals(exporter.reload)
+    signals.on_reload = exporter.reload
+    await signals.wait()
     log.info("stopping")
     await runner.cleanup()
     await exporter.stop()
@@ -148,8 +165,9 @@ async def serve(config_file: str, listen: list[tuple[str, int]]) -> int:
 
 async def _run_until_signal(coro, what: str) -> int:
     """Run a serving coroutine until SIGTERM/SIGINT; 1 if it fails on its own."""
+    signals = _Signals()
     task = asyncio.create_task(coro)
-    waiter = asyncio.create_task(_wait_for_signals(None))
+    waiter = asyncio.create_task(signals.wait())
     done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
     task.cancel()
     waiter.cancel()

@@ -56,16 +56,24 @@ async def reload(request: web.Request) -> web.Response:
     ok, error = await request.app[EXPORTER_KEY].reload()
     if ok:
         return web.Response(text="Config reloaded.\n")
-    return web.Response(status=500, text=f"Config not reloaded; the old one keeps running:\n{error}\n")
+    return web.Response(
+        status=500, text=f"Config not reloaded; the old one keeps running:\n{error}\n"
+    )
 
 
 class _ListHandler(logging.Handler):
+    """Keeps a /probe request's log lines; passes on to the process log only what
+    --log.level lets through (debug lines asked for by debug=true are not for the log)."""
+
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(f"{record.levelname.lower()}: {record.getMessage()}")
+        root = logging.getLogger()
+        if record.levelno >= root.getEffectiveLevel():
+            root.handle(record)
 
 
 class _Families(Collector):
@@ -96,14 +104,13 @@ async def probe(request: web.Request) -> web.Response:
         return web.Response(status=400, text=f"Unknown module {unknown[0]!r}; modules: {known}\n")
     debug = request.query.get("debug", "").lower() in ("true", "1", "yes")
 
-    logger = logging.getLogger(f"bridge_exporter.probe.{endpoint.id}")
+    # A logger of this request alone (outside the logging tree, so nothing propagates and
+    # nothing is kept): concurrent /probe calls neither mix lines nor reset each other's level.
+    level = logging.DEBUG if debug else logging.getLogger().getEffectiveLevel()
+    logger = logging.Logger(f"bridge_exporter.probe.{endpoint.id}", level)
     capture = _ListHandler()
     logger.addHandler(capture)
-    logger.setLevel(logging.DEBUG if debug else logging.NOTSET)
-    try:
-        results = await exporter.probe_once(endpoint, module_names, logger)
-    finally:
-        logger.removeHandler(capture)
+    results = await exporter.probe_once(endpoint, module_names, logger)
 
     families = ProbeFamilies(["endpoint", "probe"])
     for module_name, kind, result in results:
@@ -189,6 +196,18 @@ async def landing_page(request: web.Request) -> web.Response:
         else f"<p class=bad>Last config reload FAILED; the previous config keeps running:</p>"
         f"<pre>{e(exporter.reload_status.last_error)}</pre>"
     )
+    down_table = (
+        "<table><tr><th>id</th><th>name</th><th>tier</th><th>address</th><th>down since</th>"
+        "<th>failed probes</th><th>likely cause</th></tr>" + "".join(down_rows) + "</table>"
+        if down_rows
+        else "<p class=ok>Every probed endpoint is up.</p>"
+    )
+    degraded_table = (
+        "<table><tr><th>id</th><th>name</th><th>grade</th><th>RTT</th><th>jitter</th>"
+        "<th>loss</th><th>MOS</th><th>from</th></tr>" + "".join(degraded_rows) + "</table>"
+        if degraded_rows
+        else "<p class=ok>No endpoint is degraded.</p>"
+    )
     stats = exporter.scheduler.stats
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Bridge Exporter</title>
@@ -208,13 +227,9 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .ok{{color:#197
 <table><tr><th>tier</th><th>endpoints</th><th>up</th><th>down</th><th>not yet probed</th></tr>
 {"".join(rows)}</table>
 <h2>Down now ({len(down_rows)})</h2>
-{"<table><tr><th>id</th><th>name</th><th>tier</th><th>address</th><th>down since</th>"
- "<th>failed probes</th><th>likely cause</th></tr>" + "".join(down_rows) + "</table>"
- if down_rows else "<p class=ok>Every probed endpoint is up.</p>"}
+{down_table}
 <h2>Degraded quality ({len(degraded_rows)})</h2>
-{"<table><tr><th>id</th><th>name</th><th>grade</th><th>RTT</th><th>jitter</th><th>loss</th>"
- "<th>MOS</th><th>from</th></tr>" + "".join(degraded_rows) + "</table>"
- if degraded_rows else "<p class=ok>No endpoint is degraded.</p>"}
+{degraded_table}
 <h2>Links</h2>
 <ul><li><a href="/metrics">/metrics</a></li>
 <li><a href="/probe?target={e(next(iter(inventory.endpoints)))}&amp;debug=true">/probe</a>

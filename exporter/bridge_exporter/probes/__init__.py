@@ -9,7 +9,7 @@ import importlib
 
 from .base import Prober, ProbeResult, Seconds, Target
 
-__all__ = ["KINDS", "Prober", "ProbeResult", "Seconds", "Target", "prober_class"]
+__all__ = ["KINDS", "ProbeResult", "Prober", "Seconds", "Target", "prober_class"]
 
 KINDS: dict[str, str] = {
     "icmp": "icmp:IcmpProber",
