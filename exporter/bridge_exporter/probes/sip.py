@@ -1,0 +1,447 @@
+"""SIP OPTIONS ping (RFC 3261 section 11) over UDP, TCP or TLS.
+
+Any final response, even 401/403/404, proves the endpoint's SIP stack is up, unless the
+module narrows the accepted codes with `valid_status_codes`. Only responses whose top Via
+branch, Call-ID and CSeq match the request count; anything else is logged and ignored.
+
+Over UDP the request is retransmitted as RFC 3261 timer E does for non-INVITE requests
+(T1, doubling, capped at T2 = 4 s) and, as for INVITE's timer A, not after a provisional
+response: a 1xx proves the request got there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import logging
+import secrets
+import socket
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import __version__
+from ..sipmsg import SipMessage, parse_message, stream_frame_length
+from .base import Prober, ProbeResult, Seconds, Target
+
+DEFAULT_T1 = Seconds(0.5)  # RFC 3261 T1, the round-trip time estimate
+T2_SECONDS = 4.0  # RFC 3261: the longest retransmission interval for non-INVITE requests
+MIN_T1_SECONDS = 0.01
+CLOSE_WAIT = 0.25  # seconds to wait for a TCP/TLS connection to close after the answer
+MAX_STREAM_BUFFER = 65536  # a header section larger than this is not a SIP response
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+
+
+@dataclass
+class SipSettings:
+    transport: str = "udp"  # "udp", "tcp" or "tls"
+    port: int = 0  # 0: 5060, or 5061 for tls
+    user: str = ""  # user part of the Request-URI; empty pings the device itself
+    from_user: str = "bridge-exporter"
+    t1: Seconds = DEFAULT_T1  # first UDP retransmission interval (RFC 3261 T1)
+    valid_status_codes: list[int] = field(default_factory=list)  # empty: any final code
+    tls_server_name: str | None = None  # default: the endpoint's address
+    tls_insecure_skip_verify: bool = False
+    tls_ca_file: str | None = None  # default: the system trust store
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, in words (the config loader reports it)."""
+        found = []
+        if self.transport not in DEFAULT_PORTS:
+            found.append(f'transport must be "udp", "tcp" or "tls", not {self.transport!r}')
+        if not 0 <= self.port <= 65535:
+            found.append(f"port must be 1-65535 (or 0 for the default), not {self.port}")
+        if self.t1 < MIN_T1_SECONDS:
+            found.append(f"t1 must be at least {MIN_T1_SECONDS * 1000:g}ms")
+        if any(not 100 <= code <= 699 for code in self.valid_status_codes):
+            found.append("valid_status_codes must be SIP codes from 100 to 699")
+        return found
+
+
+class _Failure(Exception):
+    """Ends a probe early with a failure reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+class _Exchange:
+    """One OPTIONS transaction: the request's identifiers, what came back, the debug log."""
+
+    def __init__(self, target: Target, settings: SipSettings, log: logging.Logger) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.started_at = self.loop.time()
+        self.first_sent_at: float | None = None
+        self.target = target
+        self.settings = settings
+        self.log = log
+        self.debug: list[str] = []
+        self.branch = "z9hG4bK" + secrets.token_hex(10)
+        self.call_id = secrets.token_hex(16)
+        self.from_tag = secrets.token_hex(6)
+        self.provisional_code: int | None = None
+        self.final_code: int | None = None
+        self.final_at: float | None = None
+        self.invalid_count = 0
+        self.unmatched_count = 0
+
+    def note(self, line: str) -> None:
+        self.debug.append(line)
+        self.log.debug("sip %s: %s", self.target.endpoint_id, line)
+
+    def note_message(self, prefix: str, data: bytes) -> None:
+        text = data.decode("utf-8", errors="replace").rstrip("\r\n")
+        for line in text.split("\n"):
+            self.note(f"{prefix} {line.rstrip(chr(13))}")
+
+    def build_request(
+        self, transport: str, uri_host: str, port: int, local: tuple[str, int]
+    ) -> bytes:
+        settings = self.settings
+        local_host = _uri_host(local[0])
+        user = f"{settings.user}@" if settings.user else ""
+        uri_params = "" if transport == "udp" else f";transport={transport}"
+        request_uri = f"sip:{user}{uri_host}:{port}{uri_params}"
+        lines = [
+            f"OPTIONS {request_uri} SIP/2.0",
+            f"Via: SIP/2.0/{transport.upper()} {local_host}:{local[1]};branch={self.branch};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:{settings.from_user}@{local_host}>;tag={self.from_tag}",
+            f"To: <{request_uri}>",
+            f"Call-ID: {self.call_id}",
+            "CSeq: 1 OPTIONS",
+            f"Contact: <sip:{settings.from_user}@{local_host}:{local[1]}{uri_params}>",
+            "Accept: application/sdp",
+            f"User-Agent: bridge-exporter/{__version__}",
+            "Content-Length: 0",
+        ]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    def mark_sent(self, data: bytes, attempt: int, destination: str) -> None:
+        now = self.loop.time()
+        if self.first_sent_at is None:
+            self.first_sent_at = now
+            self.note(f"sent OPTIONS to {destination}:")
+            self.note_message(">", data)
+        else:
+            elapsed = now - self.first_sent_at
+            self.note(f"retransmitted OPTIONS (#{attempt}) {elapsed:.3f}s after the first")
+
+    def consider(self, data: bytes) -> bool:
+        """Take one received message; True once a matching final response has arrived."""
+        elapsed = self.loop.time() - (self.first_sent_at or self.started_at)
+        message = parse_message(data)
+        if message is None or not message.is_response or not _has_transaction_headers(message):
+            self.invalid_count += 1
+            preview = data[:200].decode("utf-8", errors="backslashreplace")
+            self.note(
+                f"ignored {len(data)} bytes after {elapsed:.3f}s that are not a SIP "
+                f"response: {preview!r}"
+            )
+            return False
+        self.note(f"received after {elapsed:.3f}s:")
+        self.note_message("<", data)
+        mismatch = self._mismatch(message)
+        if mismatch:
+            self.unmatched_count += 1
+            self.note(f"ignored: not the answer to our request ({mismatch})")
+            return False
+        code = message.status_code
+        assert code is not None
+        if code < 200:
+            self.provisional_code = code
+            return False
+        self.final_code = code
+        self.final_at = self.loop.time()
+        return True
+
+    def _mismatch(self, message: SipMessage) -> str:
+        if message.via_branch() != self.branch:
+            return f"Via branch {message.via_branch()!r}"
+        if message.header("call-id") != self.call_id:
+            return f"Call-ID {message.header('call-id')!r}"
+        if message.cseq() != (1, "OPTIONS"):
+            return f"CSeq {message.header('cseq')!r}"
+        return ""
+
+    def result(self) -> ProbeResult:
+        """The result after the final response."""
+        code = self.final_code
+        assert code is not None and self.final_at is not None and self.first_sent_at is not None
+        rtt = self.final_at - self.first_sent_at
+        valid = self.settings.valid_status_codes
+        success = not valid or code in valid
+        reason = "" if success else f"status_{code}"
+        self.note(f"final response {code} after {rtt:.3f}s: {'success' if success else reason}")
+        return ProbeResult(
+            success=success,
+            duration_seconds=rtt,
+            reason=reason,
+            rtt_seconds=rtt,
+            status_code=code,
+            debug=self.debug,
+        )
+
+    def failure(self, reason: str) -> ProbeResult:
+        elapsed = self.loop.time() - (self.first_sent_at or self.started_at)
+        self.note(f"failed after {elapsed:.3f}s: {reason}")
+        return ProbeResult(
+            success=False,
+            duration_seconds=elapsed,
+            reason=reason,
+            status_code=self.provisional_code,
+            debug=self.debug,
+        )
+
+    def timeout_reason(self) -> str:
+        if self.provisional_code is not None:
+            return "timeout_after_provisional"
+        if self.invalid_count:
+            return "invalid_response"
+        return "timeout"
+
+
+class SipProber(Prober):
+    kind = "sip"
+    Settings = SipSettings
+
+    def __init__(self) -> None:
+        self._tls_contexts: dict[tuple[str | None, bool], ssl.SSLContext] = {}
+
+    async def probe(
+        self, target: Target, settings: Any, timeout: float, log: logging.Logger
+    ) -> ProbeResult:
+        exchange = _Exchange(target, settings, log)
+        transport = str(settings.transport).lower()
+        if transport not in DEFAULT_PORTS:
+            exchange.note(f"unknown transport {settings.transport!r}: use udp, tcp or tls")
+            return exchange.failure("invalid_transport")
+        deadline = exchange.started_at + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                host, port = _split_address(target.address, settings.port, transport)
+                if transport == "udp":
+                    await self._exchange_udp(exchange, host, port, deadline)
+                else:
+                    await self._exchange_stream(exchange, host, port, transport, deadline)
+            return exchange.result()
+        except TimeoutError:
+            return exchange.failure(exchange.timeout_reason())
+        except _Failure as failure:
+            exchange.note(str(failure))
+            return exchange.failure(failure.reason)
+        except ssl.SSLError as exc:  # before OSError: SSLError is one
+            exchange.note(f"TLS error: {exc}")
+            return exchange.failure("tls_error")
+        except ConnectionRefusedError as exc:
+            exchange.note(f"connection refused: {exc}")
+            return exchange.failure("refused")
+        except OSError as exc:
+            exchange.note(f"network error: {exc}")
+            return exchange.failure(_os_error_reason(exc))
+        except Exception as exc:  # never raise out of a probe: a bug is a failed result
+            log.exception("sip probe of %s failed unexpectedly", target.endpoint_id)
+            exchange.note(f"internal error: {exc!r}")
+            return exchange.failure("internal_error")
+
+    async def _exchange_udp(
+        self, exchange: _Exchange, host: str, port: int, deadline: float
+    ) -> None:
+        loop = exchange.loop
+        family, address = await _resolve(exchange, host, port, socket.SOCK_DGRAM)
+        transport, receiver = await loop.create_datagram_endpoint(
+            _DatagramReceiver, remote_addr=address[:2], family=family
+        )
+        try:
+            request = exchange.build_request(
+                "udp", _uri_host(host), port, transport.get_extra_info("sockname")
+            )
+            destination = f"{_uri_host(address[0])}:{port} over UDP"
+            interval = max(float(exchange.settings.t1), MIN_T1_SECONDS)
+            attempt = 1
+            transport.sendto(request)
+            exchange.mark_sent(request, attempt, destination)
+            next_send = loop.time() + interval
+            while True:
+                if loop.time() >= deadline:
+                    raise TimeoutError
+                retransmitting = exchange.provisional_code is None
+                wake_at = min(deadline, next_send) if retransmitting else deadline
+                item = await receiver.next_item(wake_at - loop.time())
+                if item is None:
+                    if retransmitting and loop.time() >= next_send:
+                        attempt += 1
+                        transport.sendto(request)
+                        exchange.mark_sent(request, attempt, destination)
+                        interval = min(interval * 2, T2_SECONDS)
+                        next_send += interval
+                    continue
+                if isinstance(item, Exception):
+                    raise item
+                if exchange.consider(item):
+                    return
+        finally:
+            transport.close()
+
+    async def _exchange_stream(
+        self, exchange: _Exchange, host: str, port: int, transport: str, deadline: float
+    ) -> None:
+        settings = exchange.settings
+        family, address = await _resolve(exchange, host, port, socket.SOCK_STREAM)
+        tls_context = None
+        server_name = None
+        if transport == "tls":
+            tls_context = self._tls_context(settings)
+            server_name = settings.tls_server_name or host
+        reader, writer = await asyncio.open_connection(
+            address[0], port, family=family, ssl=tls_context, server_hostname=server_name
+        )
+        try:
+            exchange.note(f"connected to {_uri_host(address[0])}:{port} over {transport.upper()}")
+            request = exchange.build_request(
+                transport, _uri_host(host), port, writer.get_extra_info("sockname")
+            )
+            writer.write(request)
+            exchange.mark_sent(request, 1, f"{_uri_host(address[0])}:{port}")
+            await writer.drain()
+            await _read_stream(exchange, reader)
+        finally:
+            writer.close()
+            try:  # a TLS peer may never answer close_notify: wait only briefly
+                async with asyncio.timeout_at(min(deadline, exchange.loop.time() + CLOSE_WAIT)):
+                    await writer.wait_closed()
+            except (OSError, TimeoutError):
+                pass
+
+    def _tls_context(self, settings: SipSettings) -> ssl.SSLContext:
+        key = (settings.tls_ca_file, bool(settings.tls_insecure_skip_verify))
+        context = self._tls_contexts.get(key)
+        if context is None:
+            try:
+                context = ssl.create_default_context(cafile=settings.tls_ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise _Failure("tls_error", f"cannot load tls_ca_file: {exc}") from exc
+            if settings.tls_insecure_skip_verify:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            self._tls_contexts[key] = context
+        return context
+
+
+class _DatagramReceiver(asyncio.DatagramProtocol):
+    """Queues received datagrams and socket errors (ICMP unreachable arrives as one)."""
+
+    def __init__(self) -> None:
+        self._items: asyncio.Queue[bytes | Exception] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._items.put_nowait(data)
+
+    def error_received(self, exc: Exception) -> None:
+        self._items.put_nowait(exc)
+
+    async def next_item(self, wait: float) -> bytes | Exception | None:
+        """The next datagram or error, or None if nothing came within `wait` seconds."""
+        if self._items.empty() and wait <= 0:
+            return None
+        try:
+            async with asyncio.timeout(max(wait, 0)):
+                return await self._items.get()
+        except TimeoutError:
+            return None
+
+
+async def _read_stream(exchange: _Exchange, reader: asyncio.StreamReader) -> None:
+    """Read framed messages (Content-Length) until a matching final response."""
+    buffer = b""
+    while True:
+        chunk = await reader.read(65536)
+        if not chunk:
+            if buffer.strip() and exchange.consider(buffer):
+                return
+            if exchange.invalid_count and exchange.provisional_code is None:
+                raise _Failure("invalid_response", "connection closed by the peer")
+            raise _Failure("connection_closed", "connection closed by the peer")
+        buffer += chunk
+        while buffer:
+            buffer = _drop_leading_garbage(exchange, buffer)
+            length = stream_frame_length(buffer)
+            if length is None:
+                if len(buffer) > MAX_STREAM_BUFFER:
+                    exchange.consider(buffer)
+                    buffer = b""
+                break
+            frame, buffer = buffer[:length], buffer[length:]
+            if exchange.consider(frame):
+                return
+
+
+def _drop_leading_garbage(exchange: _Exchange, buffer: bytes) -> bytes:
+    """A stream has no datagram edges: skip bytes up to the next `SIP/2.0 ` start line."""
+    start = buffer.lstrip(b"\r\n")
+    if len(start) < 8 or start[:8].upper() == b"SIP/2.0 ":
+        return buffer
+    found = start.upper().find(b"\nSIP/2.0 ")
+    if found >= 0:
+        exchange.consider(start[: found + 1])
+        return start[found + 1 :]
+    # Keep a tail that may be the beginning of a start line split across reads.
+    exchange.consider(start[:-7])
+    return start[-7:]
+
+
+def _has_transaction_headers(message: SipMessage) -> bool:
+    return all(message.header(name) for name in ("via", "call-id", "cseq", "from", "to"))
+
+
+def _split_address(address: str, port: int, transport: str) -> tuple[str, int]:
+    """Host and port from an endpoint address: `host`, `192.0.2.1`, `::1`, `[::1]`,
+    optionally with `:port` (IPv6 then in brackets) overriding the module's port."""
+    default_port = port or DEFAULT_PORTS[transport]
+    address = address.strip()
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        if not rest:
+            return host, default_port
+        if not rest.startswith(":") or not rest[1:].isdigit():
+            raise _Failure("invalid_address", f"bad port in address {address!r}")
+        return host, int(rest[1:])
+    if address.count(":") == 1:
+        host, _, port_text = address.partition(":")
+        if not port_text.isdigit():
+            raise _Failure("invalid_address", f"bad port in address {address!r}")
+        return host, int(port_text)
+    return address, default_port
+
+
+async def _resolve(
+    exchange: _Exchange, host: str, port: int, kind: socket.SocketKind
+) -> tuple[int, tuple[Any, ...]]:
+    try:
+        infos = await exchange.loop.getaddrinfo(host, port, type=kind)
+    except socket.gaierror as exc:
+        raise _Failure("resolve_failed", f"cannot resolve {host!r}: {exc}") from exc
+    family, _, _, _, address = infos[0]
+    if address[0] != host:
+        exchange.note(f"resolved {host} to {address[0]}")
+    return family, address
+
+
+def _uri_host(host: str) -> str:
+    """An address as written in a SIP URI or Via: IPv6 in brackets, zone index dropped."""
+    host = host.split("%", 1)[0]
+    try:
+        is_v6 = ipaddress.ip_address(host).version == 6
+    except ValueError:
+        is_v6 = False
+    return f"[{host}]" if is_v6 else host
+
+
+def _os_error_reason(exc: OSError) -> str:
+    return {
+        errno.ENETUNREACH: "network_unreachable",
+        errno.EHOSTUNREACH: "host_unreachable",
+        errno.ECONNRESET: "connection_reset",
+    }.get(exc.errno or 0, "network_error")
