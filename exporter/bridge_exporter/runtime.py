@@ -7,13 +7,13 @@ import logging
 import time
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from .config import ConfigError, Endpoint, Inventory, load_inventory
-from .metrics import BridgeCollector, ReloadStatus
+from .metrics import BridgeMetrics, ReloadStatus
 from .probes import ProbeResult
 from .scheduler import Probers, Scheduler, run_probe
 from .state import State
@@ -31,18 +31,20 @@ class Exporter:
         self.started = time.time()
         self.ready = False
         self._reload_lock = asyncio.Lock()
-        self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(
-            BridgeCollector(
-                lambda: self.state,
-                lambda: self.scheduler,
-                self.reload_status,
-                self.probers.startup_problems,
-            )
+        self.metrics = BridgeMetrics(
+            lambda: self.state,
+            lambda: self.scheduler,
+            self.reload_status,
+            self.probers.startup_problems,
         )
+        # The standard process_* and python_* series.
+        self.registry = CollectorRegistry(auto_describe=False)
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
+
+    def render_metrics(self) -> bytes:
+        return self.metrics.render().encode() + generate_latest(self.registry)
 
     @property
     def inventory(self) -> Inventory:

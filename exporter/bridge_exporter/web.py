@@ -8,15 +8,14 @@ import logging
 import time
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import choose_encoder
-from prometheus_client.registry import Collector
 
 from . import __version__
+from .exposition import label_text, render
 from .metrics import ProbeFamilies
 from .runtime import Exporter
 
 EXPORTER_KEY = web.AppKey("exporter", Exporter)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def make_app(exporter: Exporter) -> web.Application:
@@ -34,9 +33,7 @@ def make_app(exporter: Exporter) -> web.Application:
 
 async def metrics(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER_KEY]
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    body = encoder(exporter.registry)
-    response = web.Response(body=body, headers={"Content-Type": content_type})
+    response = web.Response(body=exporter.render_metrics(), headers={"Content-Type": CONTENT_TYPE})
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression()
     return response
@@ -76,14 +73,6 @@ class _ListHandler(logging.Handler):
             root.handle(record)
 
 
-class _Families(Collector):
-    def __init__(self, families: ProbeFamilies):
-        self._families = families
-
-    def collect(self):
-        return self._families.families()
-
-
 async def probe(request: web.Request) -> web.Response:
     """Blackbox-style ad-hoc probe of an inventory endpoint: ?target=ID|ADDRESS[&module=M]."""
     exporter = request.app[EXPORTER_KEY]
@@ -112,12 +101,10 @@ async def probe(request: web.Request) -> web.Response:
     logger.addHandler(capture)
     results = await exporter.probe_once(endpoint, module_names, logger)
 
-    families = ProbeFamilies(["endpoint", "probe"])
+    families = ProbeFamilies()
     for module_name, kind, result in results:
-        families.add([endpoint.id, module_name], kind, result)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(families))
-    text = generate_latest(registry).decode()
+        families.add(label_text({"endpoint": endpoint.id, "probe": module_name}), kind, result)
+    text = render(families.families())
     if not debug:
         return web.Response(text=text, content_type="text/plain", charset="utf-8")
     out = io.StringIO()
