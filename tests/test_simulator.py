@@ -11,7 +11,6 @@ import socket
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import aiohttp
 import pytest
@@ -20,6 +19,7 @@ from bridge_exporter.config.model import Endpoint, Inventory, Module, Thresholds
 from bridge_exporter.probes.base import Target
 from bridge_exporter.probes.h323 import H323Settings
 from bridge_exporter.probes.sip import SipProber, SipSettings
+from bridge_exporter.probes.stamp import StampSettings
 from bridge_exporter.probes.stats import StatsProber, StatsSettings
 from bridge_exporter.simulate import Fault, Simulator, parse_scenario
 from bridge_exporter.stamp_packet import SenderPacket, ntp_now
@@ -46,16 +46,6 @@ def ports() -> Ports:
     )
 
 
-def _settings(kind: str, **values):
-    """The prober's own Settings class when its file exists, else a stand-in."""
-    try:
-        module = __import__(f"bridge_exporter.probes.{kind}", fromlist=["x"])
-        cls = next(v for k, v in vars(module).items() if k.lower() == f"{kind}settings")
-        return cls(**values)
-    except (ImportError, StopIteration):
-        return SimpleNamespace(**values)
-
-
 # The test network:   c (127.61.0.1)
 #                     ├── d1 (127.61.1.1) ── d1-a (127.61.2.1), d1-b (127.61.2.2)
 #                     └── d2 (127.61.1.2) ── d2-a (127.61.3.1)
@@ -76,13 +66,13 @@ def make_inventory(ports: Ports, extra: list[tuple[str, str, str, str]] = ()) ->
             "sip_tcp", "sip", 2.0, True, SipSettings(transport="tcp", port=ports.sip)
         ),
         "h323": Module("h323", "h323", 2.0, False, H323Settings(port=ports.h323)),
-        "stamp": Module("stamp", "stamp", 2.0, False, _settings("stamp", port=ports.stamp)),
+        "stamp": Module("stamp", "stamp", 2.0, False, StampSettings(port=ports.stamp)),
         "media": Module(
             "media",
             "stats",
             2.0,
             False,
-            _settings("stats", url=f"http://{{address}}:{ports.http}/getxml?location=/Status"),
+            StatsSettings(url=f"http://{{address}}:{ports.http}/getxml?location=/Status"),
         ),
     }
     tiers = tuple(

@@ -177,6 +177,10 @@ async def landing_page(request: web.Request) -> web.Response:
         f"<p class=bad>Prober {e(kind)}: {e(text)}</p>"
         for kind, text in exporter.probers.startup_problems().items()
     )
+    probers = ", ".join(
+        f"{kind} ({mode()} socket)" if (mode := getattr(prober, "socket_mode", None)) else kind
+        for kind, prober in sorted(exporter.probers.instances().items())
+    )
     reload_note = (
         ""
         if exporter.reload_status.successful
@@ -209,6 +213,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .ok{{color:#197
  &middot; {len(inventory.endpoints)} endpoints, probed every {inventory.interval:g}s
  &middot; {stats.rounds} rounds, {stats.overruns} overruns, {stats.in_flight} probes in flight
  &middot; up since {_age(exporter.started)}</p>
+<p>Probers: {e(probers)}</p>
 {problems}{reload_note}
 <h2>Tiers</h2>
 <table><tr><th>tier</th><th>endpoints</th><th>up</th><th>down</th><th>not yet probed</th></tr>
