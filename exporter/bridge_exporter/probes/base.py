@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -45,6 +46,26 @@ class ProbeResult:
     values: dict[str, float] = field(default_factory=dict)
     # Free-form text lines for /probe?debug=true.
     debug: list[str] = field(default_factory=list)
+
+
+class ProbeFailed(Exception):
+    """Ends a probe early: `reason` becomes the result's reason, the message a debug line."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def debug_note(
+    result: ProbeResult, log: logging.Logger, kind: str, endpoint_id: str
+) -> Callable[[str], None]:
+    """A `note(line)` that logs the line at debug level and appends it to result.debug."""
+
+    def note(line: str) -> None:
+        log.debug("%s %s: %s", kind, endpoint_id, line)
+        result.debug.append(line)
+
+    return note
 
 
 @dataclass(frozen=True)

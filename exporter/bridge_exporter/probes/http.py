@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 import aiohttp
 from yarl import URL
 
-from .. import __version__
-from .base import Prober, ProbeResult, Target
+from .base import ProbeFailed, ProbeResult, Target, debug_note
+from .httpclient import HttpClientProber
 from .netutil import bracket, classify_os_error
 
 MAX_BODY_BYTES = 1 << 20
-USER_AGENT = f"bridge-exporter/{__version__}"
 
 
 @dataclass
@@ -37,12 +36,6 @@ class HttpSettings:
     follow_redirects: bool = True
 
 
-class _Failed(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
 @dataclass
 class _Request:
     url: URL
@@ -50,44 +43,17 @@ class _Request:
     body_pattern: re.Pattern[str] | None
 
 
-class HttpProber(Prober):
+class HttpProber(HttpClientProber):
     kind = "http"
     Settings = HttpSettings
-
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        self._client()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
-                limit=0,  # the scheduler bounds concurrency; a pool cap would queue probes
-                ttl_dns_cache=60,
-                force_close=True,  # no keep-alive: every probe connects anew
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers={"User-Agent": USER_AGENT},
-                cookie_jar=aiohttp.DummyCookieJar(),  # no state carried between probes
-            )
-        return self._session
+    force_close = True  # every probe measures what a new client meets
 
     async def probe(
         self, target: Target, settings: HttpSettings, timeout: float, log: logging.Logger
     ) -> ProbeResult:
         started = time.perf_counter()
         result = ProbeResult(success=False)
-
-        def note(line: str) -> None:
-            log.debug("%s %s: %s", self.kind, target.endpoint_id, line)
-            result.debug.append(line)
+        note = debug_note(result, log, self.kind, target.endpoint_id)
 
         try:
             request = _prepare(target, settings)
@@ -96,7 +62,7 @@ class HttpProber(Prober):
             async with asyncio.timeout(timeout):
                 await self._exchange(request, settings, timeout, result, note)
             result.success = True
-        except _Failed as exc:
+        except ProbeFailed as exc:
             result.reason = exc.reason
             note(f"failed ({exc.reason}): {exc}")
         except TimeoutError:
@@ -144,12 +110,12 @@ class HttpProber(Prober):
             valid = settings.valid_status_codes
             if not (response.status in valid if valid else 200 <= response.status < 300):
                 expected = ", ".join(map(str, valid)) if valid else "2xx"
-                raise _Failed(f"status_{response.status}", f"expected status {expected}")
+                raise ProbeFailed(f"status_{response.status}", f"expected status {expected}")
             if request.body_pattern is not None:
                 text = _decode(body, response.charset)
                 if not request.body_pattern.search(text):
                     scope = "body" if complete else f"first {MAX_BODY_BYTES} bytes of the body"
-                    raise _Failed(
+                    raise ProbeFailed(
                         "body_mismatch",
                         f"{scope} does not match /{request.body_pattern.pattern}/",
                     )
@@ -161,19 +127,21 @@ def _prepare(target: Target, settings: HttpSettings) -> _Request:
     try:
         url = URL(settings.url.replace("{address}", bracket(target.address)))
     except (ValueError, TypeError) as exc:
-        raise _Failed("bad_settings", f"url {settings.url!r}: {exc}") from exc
+        raise ProbeFailed("bad_settings", f"url {settings.url!r}: {exc}") from exc
     if url.scheme not in ("http", "https") or not url.host:
-        raise _Failed("bad_settings", f"url {str(url)!r} must be http:// or https:// with a host")
+        raise ProbeFailed(
+            "bad_settings", f"url {str(url)!r} must be http:// or https:// with a host"
+        )
 
     auth = None
     if settings.basic_auth_password_file is not None:
         if settings.basic_auth_user is None:
-            raise _Failed("bad_settings", "basic_auth_password_file needs basic_auth_user")
+            raise ProbeFailed("bad_settings", "basic_auth_password_file needs basic_auth_user")
         try:
             with open(settings.basic_auth_password_file, encoding="utf-8") as secret:
                 password = secret.read().rstrip("\r\n")
         except OSError as exc:
-            raise _Failed(
+            raise ProbeFailed(
                 "bad_settings",
                 f"basic_auth_password_file {settings.basic_auth_password_file!r}: {exc.strerror}",
             ) from exc
@@ -186,7 +154,7 @@ def _prepare(target: Target, settings: HttpSettings) -> _Request:
         try:
             pattern = re.compile(settings.body_regex)
         except re.error as exc:
-            raise _Failed("bad_settings", f"body_regex {settings.body_regex!r}: {exc}") from exc
+            raise ProbeFailed("bad_settings", f"body_regex {settings.body_regex!r}: {exc}") from exc
     headers = dict(settings.headers)
     if auth is not None:
         headers["Authorization"] = auth
@@ -203,7 +171,7 @@ def _decode(body: bytes, charset: str | None) -> str:
 def basic_authorization(user: str, password: str) -> str:
     """The Authorization header value (RFC 7617, UTF-8)."""
     if ":" in user:
-        raise _Failed("bad_settings", "basic_auth_user must not contain ':'")
+        raise ProbeFailed("bad_settings", "basic_auth_user must not contain ':'")
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 

@@ -1,4 +1,4 @@
-"""Address helpers shared by the probers: resolving, error classification, URL brackets.
+"""Helpers shared by the probers: resolving, error classification, URL brackets, TLS.
 
 Endpoint addresses in an inventory are IPv4 or IPv6 literals (optionally with an IPv6
 zone, `fe80::1%eth0`, or in brackets) or host names. Literals never touch the resolver.
@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
+import os
 import socket
 import ssl
 
@@ -104,3 +106,22 @@ def classify_os_error(exc: OSError) -> str:
     if exc.errno in _RESET:
         return "reset"
     return "network_error"
+
+
+def tls_context(insecure: bool, ca_file: str | None) -> ssl.SSLContext:
+    """A client TLS context that trusts `ca_file` (a PEM bundle) or else the system store;
+    `insecure` turns certificate and name checks off. Raises OSError (ssl.SSLError is one)
+    when the CA file cannot be read or loaded."""
+    ca_stamp = os.stat(ca_file).st_mtime_ns if ca_file else None
+    return _tls_context(insecure, ca_file, ca_stamp)
+
+
+# Building a verifying context loads the CA store (milliseconds): share one per setup, and
+# build a new one when the CA file changes.
+@functools.lru_cache(maxsize=64)
+def _tls_context(insecure: bool, ca_file: str | None, ca_stamp: int | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context

@@ -23,7 +23,8 @@ from typing import Any
 
 from .. import __version__
 from ..sipmsg import SipMessage, parse_message, stream_frame_length
-from .base import Prober, ProbeResult, Seconds, Target
+from .base import ProbeFailed, Prober, ProbeResult, Seconds, Target
+from .netutil import tls_context
 
 DEFAULT_T1 = Seconds(0.5)  # RFC 3261 T1, the round-trip time estimate
 T2_SECONDS = 4.0  # RFC 3261: the longest retransmission interval for non-INVITE requests
@@ -57,14 +58,6 @@ class SipSettings:
         if any(not 100 <= code <= 699 for code in self.valid_status_codes):
             found.append("valid_status_codes must be SIP codes from 100 to 699")
         return found
-
-
-class _Failure(Exception):
-    """Ends a probe early with a failure reason."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 class _Exchange:
@@ -207,9 +200,6 @@ class SipProber(Prober):
     kind = "sip"
     Settings = SipSettings
 
-    def __init__(self) -> None:
-        self._tls_contexts: dict[tuple[str | None, bool], ssl.SSLContext] = {}
-
     async def probe(
         self, target: Target, settings: Any, timeout: float, log: logging.Logger
     ) -> ProbeResult:
@@ -229,7 +219,7 @@ class SipProber(Prober):
             return exchange.result()
         except TimeoutError:
             return exchange.failure(exchange.timeout_reason())
-        except _Failure as failure:
+        except ProbeFailed as failure:
             exchange.note(str(failure))
             return exchange.failure(failure.reason)
         except ssl.SSLError as exc:  # before OSError: SSLError is one
@@ -316,18 +306,10 @@ class SipProber(Prober):
                 pass
 
     def _tls_context(self, settings: SipSettings) -> ssl.SSLContext:
-        key = (settings.tls_ca_file, bool(settings.tls_insecure_skip_verify))
-        context = self._tls_contexts.get(key)
-        if context is None:
-            try:
-                context = ssl.create_default_context(cafile=settings.tls_ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise _Failure("tls_error", f"cannot load tls_ca_file: {exc}") from exc
-            if settings.tls_insecure_skip_verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._tls_contexts[key] = context
-        return context
+        try:
+            return tls_context(bool(settings.tls_insecure_skip_verify), settings.tls_ca_file)
+        except OSError as exc:  # ssl.SSLError is one
+            raise ProbeFailed("tls_error", f"cannot load tls_ca_file: {exc}") from exc
 
 
 class _DatagramReceiver(asyncio.DatagramProtocol):
@@ -362,8 +344,8 @@ async def _read_stream(exchange: _Exchange, reader: asyncio.StreamReader) -> Non
             if buffer.strip() and exchange.consider(buffer):
                 return
             if exchange.invalid_count and exchange.provisional_code is None:
-                raise _Failure("invalid_response", "connection closed by the peer")
-            raise _Failure("connection_closed", "connection closed by the peer")
+                raise ProbeFailed("invalid_response", "connection closed by the peer")
+            raise ProbeFailed("connection_closed", "connection closed by the peer")
         buffer += chunk
         while buffer:
             buffer = _drop_leading_garbage(exchange, buffer)
@@ -406,12 +388,12 @@ def _split_address(address: str, port: int, transport: str) -> tuple[str, int]:
         if not rest:
             return host, default_port
         if not rest.startswith(":") or not rest[1:].isdigit():
-            raise _Failure("invalid_address", f"bad port in address {address!r}")
+            raise ProbeFailed("invalid_address", f"bad port in address {address!r}")
         return host, int(rest[1:])
     if address.count(":") == 1:
         host, _, port_text = address.partition(":")
         if not port_text.isdigit():
-            raise _Failure("invalid_address", f"bad port in address {address!r}")
+            raise ProbeFailed("invalid_address", f"bad port in address {address!r}")
         return host, int(port_text)
     return address, default_port
 
@@ -422,7 +404,7 @@ async def _resolve(
     try:
         infos = await exchange.loop.getaddrinfo(host, port, type=kind)
     except socket.gaierror as exc:
-        raise _Failure("resolve_failed", f"cannot resolve {host!r}: {exc}") from exc
+        raise ProbeFailed("resolve_failed", f"cannot resolve {host!r}: {exc}") from exc
     family, _, _, _, address = infos[0]
     if address[0] != host:
         exchange.note(f"resolved {host} to {address[0]}")

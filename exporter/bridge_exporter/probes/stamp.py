@@ -27,11 +27,12 @@ import logging
 import socket
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..stamp_packet import BASE_SIZE, MAX_SIZE, PacketError, ReflectorPacket, SenderPacket, ntp_now
-from .base import Prober, ProbeResult, Seconds, Target
+from .base import Prober, ProbeResult, Seconds, Target, debug_note
 
 # Stop this long before the timeout so that the result, not the scheduler's backstop
 # cancellation, reports what happened.
@@ -52,7 +53,7 @@ class StampSettings:
 class _Session(asyncio.DatagramProtocol):
     """The receiving half of one probe: matches replies to what was sent."""
 
-    def __init__(self, note: _Notes) -> None:
+    def __init__(self, note: Callable[[str], None]) -> None:
         self.note = note
         self.sent_at: dict[int, float] = {}  # sequence -> monotonic send time
         self.rtt_by_sequence: dict[int, float] = {}
@@ -104,17 +105,6 @@ class _Session(asyncio.DatagramProtocol):
             self.note(text)
 
 
-class _Notes:
-    def __init__(self, result: ProbeResult, log: logging.Logger, target: Target) -> None:
-        self.result = result
-        self.log = log
-        self.target = target
-
-    def __call__(self, text: str) -> None:
-        self.log.debug("stamp %s: %s", self.target.endpoint_id, text)
-        self.result.debug.append(text)
-
-
 class StampProber(Prober):
     kind = "stamp"
     Settings = StampSettings
@@ -126,7 +116,7 @@ class StampProber(Prober):
         deadline = started + max(0.0, timeout - min(_MARGIN_SECONDS, timeout * 0.05))
         settings = settings or StampSettings()
         result = ProbeResult(success=False)
-        note = _Notes(result, log, target)
+        note = debug_note(result, log, self.kind, target.endpoint_id)
         try:
             await self._run(target, settings, deadline, result, note)
         finally:
@@ -139,7 +129,7 @@ class StampProber(Prober):
         settings: StampSettings,
         deadline: float,
         result: ProbeResult,
-        note: _Notes,
+        note: Callable[[str], None],
     ) -> None:
         problem = _settings_problem(settings)
         if problem:
@@ -178,7 +168,7 @@ class StampProber(Prober):
         session: _Session,
         settings: StampSettings,
         deadline: float,
-        note: _Notes,
+        note: Callable[[str], None],
     ) -> None:
         peer = transport.get_extra_info("peername")
         count = _packets_that_fit(settings, deadline - time.monotonic())
@@ -240,7 +230,7 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(event.wait(), timeout=seconds)
 
 
-def _summarize(session: _Session, result: ProbeResult, note: _Notes) -> None:
+def _summarize(session: _Session, result: ProbeResult, note: Callable[[str], None]) -> None:
     sent = len(session.sent_at)
     received = len(session.rtt_by_sequence)
     result.packets_sent = sent

@@ -81,17 +81,16 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 from yarl import URL
 
-from .. import __version__
-from .base import Prober, ProbeResult, Target
+from .base import ProbeFailed, ProbeResult, Target, debug_note
+from .httpclient import HttpClientProber
 from .netutil import bracket, classify_os_error
 
 MAX_BODY_BYTES = 8 << 20  # a full Cisco /Status document is well under 1 MiB
-USER_AGENT = f"bridge-exporter/{__version__}"
 MAIN = ""  # the name of the main document (`url`)
 IN_CALL = "media_in_call"
 
@@ -181,12 +180,6 @@ class StatsSettings:
     tls_insecure_skip_verify: bool = False
 
 
-class _Failed(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
 @dataclass(frozen=True)
 class _Expression:
     metric: str
@@ -214,40 +207,17 @@ class _Fetched:
     body: bytes
 
 
-class StatsProber(Prober):
+class StatsProber(HttpClientProber):
     kind = "stats"
     Settings = StatsSettings
-
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        self._client()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                # The scheduler bounds concurrency; a pool cap would queue probes.
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json, text/xml"},
-                cookie_jar=aiohttp.DummyCookieJar(),  # no session state shared between targets
-            )
-        return self._session
+    default_headers: ClassVar[dict[str, str]] = {"Accept": "application/json, text/xml"}
 
     async def probe(
         self, target: Target, settings: StatsSettings, timeout: float, log: logging.Logger
     ) -> ProbeResult:
         started = time.perf_counter()
         result = ProbeResult(success=False)
-
-        def note(line: str) -> None:
-            log.debug("%s %s: %s", self.kind, target.endpoint_id, line)
-            result.debug.append(line)
+        note = debug_note(result, log, self.kind, target.endpoint_id)
 
         try:
             plan = _plan_for(settings)
@@ -266,7 +236,7 @@ class StatsProber(Prober):
                     result.status_code = document.status
                 documents[document.name] = _parse(document, plan.format, note)
             _evaluate(plan, documents, result, note)
-        except _Failed as exc:
+        except ProbeFailed as exc:
             result.reason = exc.reason
             note(f"failed ({exc.reason}): {exc}")
         except TimeoutError:
@@ -333,15 +303,17 @@ def _compile(
 ) -> _Plan:
     """The settings checked and merged with the preset; problems are `bad_settings`."""
     if format_name not in FORMATS:
-        raise _Failed("bad_settings", f"format {format_name!r} is not one of {', '.join(FORMATS)}")
+        raise ProbeFailed(
+            "bad_settings", f"format {format_name!r} is not one of {', '.join(FORMATS)}"
+        )
     if auth not in AUTH_SCHEMES:
-        raise _Failed("bad_settings", f"auth {auth!r} is not one of {', '.join(AUTH_SCHEMES)}")
+        raise ProbeFailed("bad_settings", f"auth {auth!r} is not one of {', '.join(AUTH_SCHEMES)}")
     documents: dict[str, str] = {}
     mapping: dict[str, str] = {}
     if preset_name is not None:
         preset = PRESETS.get(preset_name)
         if preset is None:
-            raise _Failed(
+            raise ProbeFailed(
                 "bad_settings", f"preset {preset_name!r} is not one of {', '.join(PRESETS)}"
             )
         documents = {MAIN: preset.url, **preset.documents}
@@ -354,12 +326,12 @@ def _compile(
 
     unknown = sorted(set(mapping) - set(METRICS))
     if unknown:
-        raise _Failed(
+        raise ProbeFailed(
             "bad_settings",
             f"unknown metric names in mapping: {', '.join(unknown)} (known: {', '.join(METRICS)})",
         )
     if not mapping:
-        raise _Failed("bad_settings", "nothing to read: set a preset or a mapping")
+        raise ProbeFailed("bad_settings", "nothing to read: set a preset or a mapping")
     expressions = tuple(_expression(metric, text, documents) for metric, text in mapping.items())
     wanted = {expression.document for expression in expressions}
     return _Plan(
@@ -375,8 +347,8 @@ _FUNCTION_CALL = re.compile(r"\s*([A-Za-z_]\w*)\s*\((.*)\)\s*$", re.DOTALL)
 
 
 def _expression(metric: str, text: str, documents: dict[str, str]) -> _Expression:
-    def bad(problem: str) -> _Failed:
-        return _Failed("bad_settings", f"mapping {metric}: {text!r}: {problem}")
+    def bad(problem: str) -> ProbeFailed:
+        return ProbeFailed("bad_settings", f"mapping {metric}: {text!r}: {problem}")
 
     body, *conversions = _split_top_level(text, "|")
     if len(conversions) > 1:
@@ -443,9 +415,9 @@ def _url(template: str, address: str, port: int) -> URL:
         if port:
             url = url.with_port(port)
     except (ValueError, TypeError) as exc:
-        raise _Failed("bad_settings", f"url {text!r}: {exc}") from exc
+        raise ProbeFailed("bad_settings", f"url {text!r}: {exc}") from exc
     if url.scheme not in ("http", "https") or not url.host:
-        raise _Failed("bad_settings", f"url {text!r} must be http:// or https:// with a host")
+        raise ProbeFailed("bad_settings", f"url {text!r} must be http:// or https:// with a host")
     return url
 
 
@@ -454,7 +426,7 @@ def _request_options(plan: _Plan, settings: StatsSettings) -> Callable[[], dict[
     if plan.auth == "none":
         return dict
     if not settings.username:
-        raise _Failed("bad_settings", f"auth {plan.auth} needs a username")
+        raise ProbeFailed("bad_settings", f"auth {plan.auth} needs a username")
     password = ""
     if settings.password_file is not None:
         try:
@@ -462,7 +434,7 @@ def _request_options(plan: _Plan, settings: StatsSettings) -> Callable[[], dict[
                 password = secret.read().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             problem = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise _Failed(
+            raise ProbeFailed(
                 "auth_file_unreadable", f"password_file {settings.password_file!r}: {problem}"
             ) from exc
     username = settings.username
@@ -475,7 +447,7 @@ def _request_options(plan: _Plan, settings: StatsSettings) -> Callable[[], dict[
             return lambda: {"headers": {"Authorization": f"Basic {token}"}}
         aiohttp.DigestAuthMiddleware(username, password)  # checks the username now
     except ValueError as exc:
-        raise _Failed("bad_settings", f"username {username!r}: {exc}") from exc
+        raise ProbeFailed("bad_settings", f"username {username!r}: {exc}") from exc
     # A digest middleware keeps the server's nonce and a request counter: one per request.
     return lambda: {
         "middlewares": (aiohttp.DigestAuthMiddleware(username, password, preemptive=False),)
@@ -492,7 +464,7 @@ async def _read_limited(content: aiohttp.StreamReader, url: URL) -> bytes:
         chunks.append(chunk)
         size += len(chunk)
         if size > MAX_BODY_BYTES:
-            raise _Failed("body_too_large", f"{url}: more than {MAX_BODY_BYTES} bytes")
+            raise ProbeFailed("body_too_large", f"{url}: more than {MAX_BODY_BYTES} bytes")
 
 
 _UNSAFE_DECLARATION = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
@@ -503,7 +475,9 @@ def _parse(document: _Fetched, format_name: str, note: Callable[[str], None]) ->
     """The document's JSON value, or for XML an element holding the root element (so that
     paths start with the root's name)."""
     if not 200 <= document.status < 300:
-        raise _Failed(f"status_{document.status}", f"GET {document.url} answered {document.status}")
+        raise ProbeFailed(
+            f"status_{document.status}", f"GET {document.url} answered {document.status}"
+        )
     body = document.body
     if format_name == "auto":
         format_name = _detect_format(document.content_type, body)
@@ -515,20 +489,20 @@ def _parse(document: _Fetched, format_name: str, note: Callable[[str], None]) ->
         try:
             return json.loads(body)
         except (ValueError, RecursionError) as exc:
-            raise _Failed("parse_error", f"{document.url}: not JSON: {exc}") from exc
+            raise ProbeFailed("parse_error", f"{document.url}: not JSON: {exc}") from exc
     if b"\x00" in body:
         # NUL is never XML in an ASCII-based encoding: either UTF-16/32, where the check
         # below cannot see declarations, or not XML at all.
         if body.startswith(_WIDE_XML_STARTS):
-            raise _Failed(
+            raise ProbeFailed(
                 "unsafe_xml",
                 f"{document.url}: XML in a UTF-16/32 encoding is refused (declarations"
                 " could not be checked); UTF-8 or another ASCII-based one works",
             )
-        raise _Failed("parse_error", f"{document.url}: not XML: NUL bytes in the document")
+        raise ProbeFailed("parse_error", f"{document.url}: not XML: NUL bytes in the document")
     declaration = _UNSAFE_DECLARATION.search(body)
     if declaration:
-        raise _Failed(
+        raise ProbeFailed(
             "unsafe_xml",
             f"{document.url}: the document declares <!{declaration.group(1).decode()}>;"
             " DOCTYPE and ENTITY declarations are refused (entity expansion attacks)",
@@ -536,7 +510,7 @@ def _parse(document: _Fetched, format_name: str, note: Callable[[str], None]) ->
     try:
         root = ET.fromstring(body)
     except ET.ParseError as exc:
-        raise _Failed("parse_error", f"{document.url}: not XML: {exc}") from exc
+        raise ProbeFailed("parse_error", f"{document.url}: not XML: {exc}") from exc
     holder = ET.Element("document")
     holder.append(root)
     return holder
@@ -552,7 +526,7 @@ def _detect_format(content_type: str, body: bytes) -> str:
         return "xml"
     if start in (b"{", b"["):
         return "json"
-    raise _Failed(
+    raise ProbeFailed(
         "parse_error", f"cannot tell JSON from XML ({content_type}); set format: json or xml"
     )
 
@@ -572,7 +546,7 @@ def _evaluate(
             result.values[expression.metric] = value
             note(f"{expression.metric} = {value:g} from {expression.text} ({detail})")
     if in_call_missing:
-        raise _Failed(
+        raise ProbeFailed(
             f"missing_{IN_CALL}", "the in-call state was not found: figures cannot be judged"
         )
     result.success = True
@@ -637,13 +611,13 @@ def _select(document: Any, path: str, is_xml: bool, expression: _Expression) -> 
         try:
             return document.findall(path)
         except (SyntaxError, TypeError, KeyError, ValueError) as exc:
-            raise _Failed(
+            raise ProbeFailed(
                 "bad_settings", f"mapping {expression.metric}: XML path {path!r}: {exc}"
             ) from exc
     try:
         steps = _json_steps(path)
     except ValueError as exc:
-        raise _Failed(
+        raise ProbeFailed(
             "bad_settings", f"mapping {expression.metric}: JSON path {path!r}: {exc}"
         ) from exc
     return _json_select(document, steps)

@@ -9,15 +9,13 @@ from __future__ import annotations
 import asyncio
 import calendar
 import logging
-import os
 import socket
 import ssl
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from .base import Prober, ProbeResult, Target
-from .netutil import ResolveError, classify_os_error, resolve, strip_brackets
+from .base import ProbeFailed, Prober, ProbeResult, Target, debug_note
+from .netutil import ResolveError, classify_os_error, resolve, strip_brackets, tls_context
 
 # A failed TLS connection should not linger half-closed for asyncio's default 30 s.
 _TLS_SHUTDOWN_SECONDS = 2.0
@@ -32,35 +30,22 @@ class TcpSettings:
     tls_ca_file: str | None = None  # PEM bundle to trust instead of the system store
 
 
-class _Failed(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
 class TcpProber(Prober):
     kind = "tcp"
     Settings = TcpSettings
-
-    def __init__(self) -> None:
-        # Building a verifying context loads the CA store (milliseconds); share it per setup.
-        self._contexts: dict[tuple[Any, ...], ssl.SSLContext] = {}
 
     async def probe(
         self, target: Target, settings: TcpSettings, timeout: float, log: logging.Logger
     ) -> ProbeResult:
         started = time.perf_counter()
         result = ProbeResult(success=False)
-
-        def note(line: str) -> None:
-            log.debug("%s %s: %s", self.kind, target.endpoint_id, line)
-            result.debug.append(line)
+        note = debug_note(result, log, self.kind, target.endpoint_id)
 
         try:
             async with asyncio.timeout(timeout):
                 await self._run(target, settings, result, note)
             result.success = True
-        except _Failed as exc:
+        except ProbeFailed as exc:
             result.reason = exc.reason
             note(f"failed ({exc.reason}): {exc}")
         except TimeoutError:
@@ -72,12 +57,12 @@ class TcpProber(Prober):
     async def _run(self, target: Target, settings: TcpSettings, result: ProbeResult, note) -> None:
         port = settings.port
         if not 0 < port < 65536:
-            raise _Failed("bad_settings", f"port must be 1..65535, got {port}")
+            raise ProbeFailed("bad_settings", f"port must be 1..65535, got {port}")
         context = self._tls_context(settings) if settings.tls else None
         try:
             family, sockaddr = await resolve(target.address, port)
         except ResolveError as exc:
-            raise _Failed("resolve_failed", str(exc)) from exc
+            raise ProbeFailed("resolve_failed", str(exc)) from exc
         note(f"connecting to {sockaddr[0]} port {port}")
 
         loop = asyncio.get_running_loop()
@@ -89,7 +74,7 @@ class TcpProber(Prober):
             try:
                 await loop.sock_connect(sock, sockaddr)
             except OSError as exc:
-                raise _Failed(classify_os_error(exc), f"connect: {exc}") from exc
+                raise ProbeFailed(classify_os_error(exc), f"connect: {exc}") from exc
             connect_seconds = time.perf_counter() - connect_started
             result.rtt_seconds = connect_seconds
             result.values["tcp_connect_seconds"] = connect_seconds
@@ -111,7 +96,9 @@ class TcpProber(Prober):
                 raise
             except (OSError, ssl.SSLError, ValueError) as exc:
                 # Whatever breaks once TCP is up (alert, reset, bad name) is a TLS failure.
-                raise _Failed("tls_error", f"TLS handshake with {server_name!r}: {exc}") from exc
+                raise ProbeFailed(
+                    "tls_error", f"TLS handshake with {server_name!r}: {exc}"
+                ) from exc
             handshake_seconds = time.perf_counter() - handshake_started
             result.values["tls_handshake_seconds"] = handshake_seconds
             ssl_object = transport.get_extra_info("ssl_object")
@@ -132,21 +119,11 @@ class TcpProber(Prober):
     def _tls_context(self, settings: TcpSettings) -> ssl.SSLContext:
         ca_file = settings.tls_ca_file
         try:
-            ca_stamp = os.stat(ca_file).st_mtime_ns if ca_file else None
-        except OSError as exc:
-            raise _Failed("bad_settings", f"tls_ca_file {ca_file!r}: {exc.strerror}") from exc
-        key = (settings.tls_insecure_skip_verify, ca_file, ca_stamp)
-        context = self._contexts.get(key)
-        if context is None:
-            try:
-                context = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise _Failed("bad_settings", f"tls_ca_file {ca_file!r}: {exc}") from exc
-            if settings.tls_insecure_skip_verify:
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
-            self._contexts[key] = context
-        return context
+            return tls_context(settings.tls_insecure_skip_verify, ca_file)
+        except OSError as exc:  # ssl.SSLError is one
+            raise ProbeFailed(
+                "bad_settings", f"tls_ca_file {ca_file!r}: {exc.strerror or exc}"
+            ) from exc
 
 
 def utc_text(timestamp: float) -> str:
