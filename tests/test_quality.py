@@ -97,8 +97,22 @@ def test_grade_uses_each_tier_limits_and_prefers_the_stamp_figures():
     assert commune.grade is Grade.GOOD  # the commune tier allows 400 ms
 
 
-def test_quality_falls_back_to_icmp_when_the_stamp_train_got_no_reply():
+def test_a_wholly_lost_stamp_train_is_poor_even_when_ping_passes():
+    # A firewall that drops media but lets ping through must not look good.
     state, inventory = _state_with({"stamp": None, "icmp": 0.02})
     quality = state.quality(inventory.endpoints["c"])
+    assert quality.source == "stamp"
+    assert quality.figures.loss_ratio == 1.0
+    assert quality.grade is Grade.POOR
+    assert quality.mos == 1.0
+
+
+def test_quality_falls_back_to_icmp_when_there_is_no_reflector():
+    state, inventory = _state_with({"stamp": None, "icmp": 0.02})
+    endpoint = inventory.endpoints["c"]
+    refused = ProbeResult(success=False, reason="refused", packets_sent=1, packet_loss_ratio=1.0)
+    state.record(endpoint, inventory.modules["stamp"], refused)
+    quality = state.quality(endpoint)
     assert quality.source == "icmp"
     assert quality.figures.rtt_seconds == 0.02
+    assert quality.grade is Grade.GOOD

@@ -804,3 +804,50 @@ def test_the_thai_binh_example_validates() -> None:
         "examples/thai-binh.yml: OK: 104 endpoints (1 central, 2 province, 12 district, "
         "89 commune)\n"
     )
+
+
+def test_a_self_referencing_alias_is_a_problem_not_a_crash():
+    with pytest.raises(ConfigError) as caught:
+        parse_inventory("tiers: [a, b]\nx: &a [*a]\n", "loop.yml")
+    assert "alias refers to itself" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("module", "words"),
+    [
+        ("{prober: tcp}", "port must be set to 1-65535"),
+        ("{prober: http, http: {body_regex: '(['}}", "body_regex '(['"),
+        ("{prober: http, http: {url: 'ftp://{address}/'}}", "must be http:// or https://"),
+        ("{prober: stats, stats: {preset: cisco_xpi}}", "preset 'cisco_xpi' is not one of"),
+        ("{prober: stats, stats: {preset: poly_rest, auth: digest}}", "needs a username"),
+        ("{prober: sip, sip: {transport: sctp}}", 'transport must be "udp", "tcp" or "tls"'),
+    ],
+)
+def test_settings_that_would_fail_every_probe_are_reported_by_validate(module, words):
+    text = (
+        "tiers: [a, b]\n"
+        "modules:\n"
+        f"  m: {module}\n"
+        "endpoints:\n"
+        "  - {id: e, name: E, tier: a, address: 127.0.0.1, modules: [m]}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_inventory(text, "settings.yml")
+    (problem,) = caught.value.problems
+    assert problem.line == 3
+    assert words in problem.message
+
+
+@pytest.mark.parametrize("bad_id", ["a b", "x/y", "-lead", "điểm"])
+def test_endpoint_ids_must_be_plain(bad_id):
+    text = (
+        "tiers: [a, b]\n"
+        "modules: {m: {prober: h323}}\n"
+        "endpoints:\n"
+        f"  - {{id: '{bad_id}', name: E, tier: a, address: 127.0.0.1, modules: [m]}}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_inventory(text, "ids.yml")
+    (problem,) = caught.value.problems
+    assert problem.line == 4
+    assert "may use only letters, digits" in problem.message

@@ -78,11 +78,14 @@ class Exporter:
         async with self._reload_lock:
             try:
                 inventory = await asyncio.to_thread(load_inventory, self.config_path)
-            except ConfigError as exc:
+            except Exception as exc:  # a ConfigError, or a loader bug: keep running either way
+                message = (
+                    str(exc) if isinstance(exc, ConfigError) else f"{self.config_path}: {exc!r}"
+                )
                 self.reload_status.successful = False
-                self.reload_status.last_error = str(exc)
-                log.error("config reload failed, keeping the running config:\n%s", exc)
-                return False, str(exc)
+                self.reload_status.last_error = message
+                log.error("config reload failed, keeping the running config:\n%s", message)
+                return False, message
             await self.scheduler.replace_inventory(inventory)
             self.reload_status.successful = True
             self.reload_status.success_timestamp = time.time()

@@ -128,22 +128,37 @@ class State:
 
     def upstream_up(self, endpoint: Endpoint) -> bool:
         """True unless an ancestor is known to be down (unknown counts as up)."""
-        return all(self.endpoints[a].up is not False for a in endpoint.ancestors)
+        return all(
+            (state := self.endpoints.get(a)) is None or state.up is not False
+            for a in endpoint.ancestors
+        )
 
     def first_down_ancestor(self, endpoint: Endpoint) -> str | None:
-        return next((a for a in endpoint.ancestors if self.endpoints[a].up is False), None)
+        return next(
+            (a for a in endpoint.ancestors if (s := self.endpoints.get(a)) and s.up is False), None
+        )
 
     def quality(self, endpoint: Endpoint) -> Quality | None:
-        state = self.endpoints[endpoint.id]
+        """Figures of the best packet train of the last round. A train sent and wholly
+        lost is loss 1.0 (poor, MOS 1.0), not a reason to fall back to another prober: a
+        firewall dropping media while ping passes must show. A train that could not be
+        measured (nothing sent, or the reflector port refused: no reflector there) gives
+        way to the next prober."""
+        state = self.endpoints.get(endpoint.id)
+        if state is None:
+            return None
         for kind in TRAIN_PROBERS:
             for record in state.records.values():
                 result = record.result
-                if record.module.prober != kind or not result.packets_received:
+                measured = result.packets_sent > 0 and result.reason != "refused"
+                if record.module.prober != kind or not measured:
                     continue
                 figures = NetworkFigures(
                     rtt_seconds=result.rtt_seconds or 0.0,
                     jitter_seconds=result.jitter_seconds or 0.0,
-                    loss_ratio=result.packet_loss_ratio or 0.0,
+                    loss_ratio=1.0
+                    if not result.packets_received
+                    else result.packet_loss_ratio or 0.0,
                 )
                 limits = self.inventory.tier(endpoint.tier).thresholds
                 return Quality(record.module.name, figures, mos(figures), grade(figures, limits))

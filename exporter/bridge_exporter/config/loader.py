@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from .values import (
 from .yamlnodes import LinedList, LinedMap, load_lined_yaml
 
 MIN_TIERS, MAX_TIERS = 2, 6
+# Ids go into label values, URLs (/probe?target=) and file names of reports: keep them plain.
+ENDPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Label names the exporter itself puts on series (or Prometheus reserves): a tier or a
 # free label may not take them.
 RESERVED_LABELS = frozenset(
@@ -311,6 +314,12 @@ def _endpoints(
         if not isinstance(endpoint_id, str) or not endpoint_id.strip():
             check.add(spec.line, "endpoint has no id; add `id:` (letters, digits, - _ .)")
             continue
+        if not ENDPOINT_ID.match(endpoint_id):
+            check.add(
+                spec.line_of("id"),
+                f"endpoint id {endpoint_id!r} may use only letters, digits, '-', '_' and '.', "
+                "starting with a letter or digit; rename it (the name can say anything)",
+            )
         if endpoint_id in specs:
             first = specs[endpoint_id][0].line_of("id")
             check.add(

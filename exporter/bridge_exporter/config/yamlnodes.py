@@ -113,10 +113,16 @@ def load_lined_yaml(text: str, path: str) -> tuple[Any, list[Problem]]:
     if _FAST_LOADER is not None:
         try:
             return _load(text, path, _FAST_LOADER)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             pass
     try:
         return _load(text, path, yaml.SafeLoader)
+    except RecursionError:
+        message = (
+            "an alias refers to itself (e.g. `x: &a [*a]`) or the nesting is too deep; "
+            "remove the self-reference"
+        )
+        return None, [Problem(path, 0, message)]
     except yaml.MarkedYAMLError as exc:
         return None, [_syntax_problem(exc, path)]
     except yaml.YAMLError as exc:

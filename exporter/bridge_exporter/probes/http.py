@@ -35,6 +35,21 @@ class HttpSettings:
     basic_auth_password_file: str | None = None  # secrets come from files, never inline
     follow_redirects: bool = True
 
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, in words (the config loader reports it).
+        The password file is read at probe time only: it may exist only where the
+        exporter runs."""
+        try:
+            _url(Target("validate", "localhost"), self)
+            _body_pattern(self)
+            if self.basic_auth_password_file is not None and self.basic_auth_user is None:
+                return ["basic_auth_password_file needs basic_auth_user"]
+            if self.basic_auth_user is not None and ":" in self.basic_auth_user:
+                return ["basic_auth_user must not contain ':'"]
+        except ProbeFailed as exc:
+            return [str(exc)]
+        return []
+
 
 @dataclass
 class _Request:
@@ -124,14 +139,7 @@ class HttpProber(HttpClientProber):
 
 def _prepare(target: Target, settings: HttpSettings) -> _Request:
     """Everything that depends only on the settings; problems are `bad_settings`."""
-    try:
-        url = URL(settings.url.replace("{address}", bracket(target.address)))
-    except (ValueError, TypeError) as exc:
-        raise ProbeFailed("bad_settings", f"url {settings.url!r}: {exc}") from exc
-    if url.scheme not in ("http", "https") or not url.host:
-        raise ProbeFailed(
-            "bad_settings", f"url {str(url)!r} must be http:// or https:// with a host"
-        )
+    url = _url(target, settings)
 
     auth = None
     if settings.basic_auth_password_file is not None:
@@ -149,16 +157,32 @@ def _prepare(target: Target, settings: HttpSettings) -> _Request:
     elif settings.basic_auth_user is not None:
         auth = basic_authorization(settings.basic_auth_user, "")
 
-    pattern = None
-    if settings.body_regex is not None:
-        try:
-            pattern = re.compile(settings.body_regex)
-        except re.error as exc:
-            raise ProbeFailed("bad_settings", f"body_regex {settings.body_regex!r}: {exc}") from exc
+    pattern = _body_pattern(settings)
     headers = dict(settings.headers)
     if auth is not None:
         headers["Authorization"] = auth
     return _Request(url=url, headers=headers, body_pattern=pattern)
+
+
+def _url(target: Target, settings: HttpSettings) -> URL:
+    try:
+        url = URL(settings.url.replace("{address}", bracket(target.address)))
+    except (ValueError, TypeError) as exc:
+        raise ProbeFailed("bad_settings", f"url {settings.url!r}: {exc}") from exc
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ProbeFailed(
+            "bad_settings", f"url {settings.url!r} must be http:// or https:// with a host"
+        )
+    return url
+
+
+def _body_pattern(settings: HttpSettings) -> re.Pattern[str] | None:
+    if settings.body_regex is None:
+        return None
+    try:
+        return re.compile(settings.body_regex)
+    except re.error as exc:
+        raise ProbeFailed("bad_settings", f"body_regex {settings.body_regex!r}: {exc}") from exc
 
 
 def _decode(body: bytes, charset: str | None) -> str:

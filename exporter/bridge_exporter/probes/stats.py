@@ -179,6 +179,19 @@ class StatsSettings:
     password_file: str | None = None  # secrets come from files, never inline
     tls_insecure_skip_verify: bool = False
 
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, in words (the config loader reports it).
+        The password file is read at probe time only."""
+        try:
+            plan = _plan_for(self)
+            for _, template in plan.documents:
+                _url(template, "localhost", self.port)
+            if plan.auth != "none" and not self.username:
+                return [f"auth {plan.auth} needs a username"]
+        except ProbeFailed as exc:
+            return [str(exc)]
+        return []
+
 
 @dataclass(frozen=True)
 class _Expression:

@@ -29,6 +29,12 @@ class TcpSettings:
     tls_insecure_skip_verify: bool = False
     tls_ca_file: str | None = None  # PEM bundle to trust instead of the system store
 
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, in words (the config loader reports it)."""
+        if not 0 < self.port < 65536:
+            return [f"port must be set to 1-65535 (got {self.port}), e.g. port: 443"]
+        return []
+
 
 class TcpProber(Prober):
     kind = "tcp"
