@@ -100,35 +100,66 @@ class Scheduler:
         self.stats = SchedulerStats()
         self._semaphore = asyncio.Semaphore(inventory.concurrency)
         self._tasks: dict[str, asyncio.Task] = {}
+        self._epoch: float | None = None  # the start grid's origin, fixed for the process
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
-        epoch = loop.time()
+        if self._epoch is None:
+            self._epoch = loop.time()
         for endpoint in self.inventory.endpoints.values():
-            offset = self._offset(endpoint.id)
-            self._tasks[endpoint.id] = loop.create_task(
-                self._endpoint_loop(endpoint, epoch + offset), name=f"probe:{endpoint.id}"
-            )
+            self._start_loop(endpoint)
 
-    def _offset(self, endpoint_id: str) -> float:
-        # A stable hash spreads starts evenly and keeps each endpoint's slot across
-        # restarts and reloads, so a reload does not make every endpoint probe at once.
-        return (zlib.crc32(endpoint_id.encode()) / 2**32) * self.inventory.interval
+    def _start_loop(self, endpoint: Endpoint) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks[endpoint.id] = loop.create_task(
+            self._endpoint_loop(endpoint, self._next_slot(endpoint.id)),
+            name=f"probe:{endpoint.id}",
+        )
+
+    def _next_slot(self, endpoint_id: str) -> float:
+        """The endpoint's next start on its fixed grid: epoch + offset + k * interval.
+        The offset is a stable hash of the id, so starts are spread evenly and an endpoint
+        keeps its slot across reloads."""
+        assert self._epoch is not None
+        interval = self.inventory.interval
+        first = self._epoch + (zlib.crc32(endpoint_id.encode()) / 2**32) * interval
+        now = asyncio.get_running_loop().time()
+        if now <= first:
+            return first
+        return first + math.ceil((now - first) / interval) * interval
 
     async def stop(self) -> None:
-        tasks = list(self._tasks.values())
+        await self._cancel(list(self._tasks))
+
+    async def _cancel(self, endpoint_ids: list[str]) -> None:
+        tasks = [self._tasks.pop(i) for i in endpoint_ids if i in self._tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
 
     async def replace_inventory(self, inventory: Inventory) -> None:
-        await self.stop()
+        """Apply a reloaded inventory. Endpoints whose definition (and modules) did not
+        change keep running undisturbed on their slots; the others restart on theirs."""
+        old = self.inventory
         await self.probers.start_for(inventory)
+        unchanged = set()
+        if inventory.interval == old.interval:
+            for endpoint_id, endpoint in inventory.endpoints.items():
+                before = old.endpoints.get(endpoint_id)
+                if (
+                    before == endpoint
+                    and old.modules_of(before) == inventory.modules_of(endpoint)
+                    and endpoint_id in self._tasks
+                ):
+                    unchanged.add(endpoint_id)
+        await self._cancel([i for i in self._tasks if i not in unchanged])
         self.inventory = inventory
         self.state.replace_inventory(inventory)
-        self._semaphore = asyncio.Semaphore(inventory.concurrency)
-        self.start()
+        if inventory.concurrency != old.concurrency:
+            self._semaphore = asyncio.Semaphore(inventory.concurrency)
+        for endpoint_id, endpoint in inventory.endpoints.items():
+            if endpoint_id not in unchanged:
+                self._start_loop(endpoint)
 
     async def _endpoint_loop(self, endpoint: Endpoint, next_start: float) -> None:
         loop = asyncio.get_running_loop()

@@ -129,10 +129,10 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
     if interval <= 0:
         check.add(root.line_of("interval"), "interval must be greater than 0")
         interval = 30.0
-    concurrency = root.get("concurrency", 512)
+    concurrency = root.get("concurrency", 1024)
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         check.add(root.line_of("concurrency"), "concurrency must be a whole number >= 1")
-        concurrency = 512
+        concurrency = 1024
 
     default_thresholds = _thresholds(check, root.get("thresholds"), root.line_of("thresholds"))
     modules = _modules(check, root)

@@ -51,7 +51,7 @@ class Endpoint:
     longitude: float | None = None
     # Per-endpoint copies of modules whose settings this endpoint overrides.
     overrides: dict[str, Module] = field(default_factory=dict)
-    line: int = 0  # line in the inventory file, for messages
+    line: int = field(default=0, compare=False)  # line in the file, for messages only
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Inventory:
     modules: dict[str, Module]
     endpoints: dict[str, Endpoint]  # in file order
     interval: float = 30.0  # seconds between an endpoint's rounds
-    concurrency: int = 512  # probes in flight at most
+    concurrency: int = 1024  # probes in flight at most
     sessions: tuple[Any, ...] = ()
 
     def tier(self, name: str) -> Tier:
