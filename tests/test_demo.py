@@ -90,6 +90,12 @@ def test_demo_serves_104_endpoints_and_tier_totals(demo):
     assert len([s for s in samples if s.name == "bridge_up"]) == 104
     totals = {s.labels["tier"]: s.value for s in samples if s.name == "bridge_tier_endpoints"}
     assert totals == {"central": 1, "province": 2, "district": 12, "commune": 89}
+    (hall,) = [
+        s for s in samples
+        if s.name == "bridge_endpoint_info" and s.labels["endpoint"] == "dien-hong"
+    ]  # fmt: skip
+    assert hall.labels["name"] == "Phòng họp Diên Hồng, Nhà Quốc hội (Hà Nội)"
+    assert (hall.labels["latitude"], hall.labels["longitude"]) == ("21.0375", "105.8368")
     assert "Bridge exporter demo" in log.read_text()
 
 

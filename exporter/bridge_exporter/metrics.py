@@ -10,13 +10,14 @@ last round, and `bridge_last_probe_timestamp_seconds` says how old they are.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import __version__
-from .config.model import Inventory
+from .config.model import Endpoint, Inventory
 from .exposition import Family, join_labels, label_text
 from .probes.base import ProbeResult
 from .scheduler import Scheduler
@@ -120,12 +121,102 @@ class _LabelCache:
                 "name": endpoint.name,
                 "parent": endpoint.parent or "",
                 "address": endpoint.address,
+                # For map panels (Grafana geomap reads them from labels).
+                "latitude": "" if endpoint.latitude is None else repr(endpoint.latitude),
+                "longitude": "" if endpoint.longitude is None else repr(endpoint.longitude),
             }
             info.update((n, endpoint.labels.get(n, "")) for n in free_names)
             self.info[endpoint.id] = join_labels(base, label_text(info))
             for module in endpoint.modules:
                 self.probe[endpoint.id, module] = join_labels(base, label_text({"probe": module}))
         self._inventory = inventory
+
+
+class _EndpointSeries:
+    """The per-endpoint families, filled one endpoint at a time."""
+
+    def __init__(self, labels: _LabelCache):
+        self._labels = labels
+        self.info = _gauge("bridge_endpoint_info", "Inventory facts about an endpoint; always 1.")
+        self.up = _gauge(
+            "bridge_up", f"1 if every required probe succeeded in the last round. {ROUND_NOTE}"
+        )
+        self.upstream = _gauge("bridge_upstream_up", "1 unless an ancestor endpoint is down now.")
+        self.changes = _counter(
+            "bridge_state_changes_total", "Up/down transitions since the exporter started."
+        )
+        self.last_change = _gauge(
+            "bridge_last_change_timestamp_seconds", "When bridge_up last changed (Unix time)."
+        )
+        self.down_since = _gauge(
+            "bridge_down_since_timestamp_seconds", "Start of the current outage (Unix time)."
+        )
+        self.last_probe = _gauge(
+            "bridge_last_probe_timestamp_seconds", "When the endpoint's last round ended."
+        )
+        self.round_duration = _gauge(
+            "bridge_round_duration_seconds", "How long the endpoint's last round took."
+        )
+        self.delegates = _gauge("bridge_endpoint_delegates", "Delegates expected at the endpoint.")
+        self.mos = _gauge("bridge_mos", "Estimated MOS (E-model simplification, 1.0 to 4.5).")
+        self.grade = _gauge("bridge_quality_grade", "Quality grade: 0 good, 1 degraded, 2 poor.")
+        self.probe_families = ProbeFamilies()
+        self.trains = {
+            kind: (
+                _counter(f"bridge_{kind}_packets_sent_total", f"{kind} packets sent."),
+                _counter(f"bridge_{kind}_packets_received_total", f"{kind} replies received."),
+                Family(f"bridge_{kind}_rtt_seconds", "histogram", f"{kind} round-trip times."),
+            )
+            for kind in TRAIN_PROBERS
+        }  # fmt: skip
+
+    def add(self, state: State, endpoint: Endpoint) -> None:
+        endpoint_state = state.endpoints.get(endpoint.id)
+        if endpoint_state is None:
+            return
+        labels = self._labels.base[endpoint.id]
+        probe_labels = self._labels.probe
+        self.info.add(self._labels.info[endpoint.id], 1)
+        self.upstream.add(labels, 1 if state.upstream_up(endpoint) else 0)
+        self.changes.add(labels, endpoint_state.state_changes)
+        if endpoint.delegates is not None:
+            self.delegates.add(labels, endpoint.delegates)
+        if endpoint_state.up is not None:
+            self.up.add(labels, 1 if endpoint_state.up else 0)
+        if endpoint_state.last_change_timestamp is not None:
+            self.last_change.add(labels, endpoint_state.last_change_timestamp)
+        if endpoint_state.down_since is not None:
+            self.down_since.add(labels, endpoint_state.down_since)
+        if endpoint_state.last_round_timestamp is not None:
+            self.last_probe.add(labels, endpoint_state.last_round_timestamp)
+            self.round_duration.add(labels, endpoint_state.last_round_duration or 0.0)
+        for name, record in endpoint_state.records.items():
+            series = probe_labels.get((endpoint.id, name))
+            if series is not None:
+                self.probe_families.add(series, record.module.prober, record.result)
+        for name, counter in endpoint_state.counters.items():
+            record = endpoint_state.records.get(name)
+            series = probe_labels.get((endpoint.id, name))
+            if record is None or series is None or record.module.prober not in self.trains:
+                continue
+            sent, received, histogram = self.trains[record.module.prober]
+            sent.add(series, counter.sent)
+            received.add(series, counter.received)
+            histogram.add_histogram(
+                series, counter.cumulative_buckets(), counter.rtt_sum, counter.rtt_count
+            )
+        quality = state.quality(endpoint)
+        if quality is not None:
+            self.mos.add(labels, round(quality.mos, 3))
+            self.grade.add(labels, int(quality.grade))
+
+    def families(self) -> Iterator[Family]:
+        yield from (self.info, self.up, self.upstream, self.changes, self.last_change)
+        yield from (self.down_since, self.last_probe, self.round_duration, self.delegates)
+        yield from (self.mos, self.grade)
+        yield from self.probe_families.families()
+        for family_set in self.trains.values():
+            yield from family_set
 
 
 class BridgeMetrics:
@@ -145,98 +236,39 @@ class BridgeMetrics:
         self._labels = _LabelCache()
 
     def render(self) -> str:
+        """Everything at once (benchmarks, tests)."""
         state = self._state_ref()
         self._labels.refresh(state.inventory)
+        series = _EndpointSeries(self._labels)
+        for endpoint in state.inventory.endpoints.values():
+            series.add(state, endpoint)
+        return self._finish(state, series)
+
+    async def render_async(self, batch: int = 250) -> str:
+        """The same, yielding to the event loop every `batch` endpoints so that probes
+        keep their timing while a 10,000-endpoint page is built. Restarts if a reload
+        swaps the inventory in between."""
+        while True:
+            state = self._state_ref()
+            inventory = state.inventory
+            self._labels.refresh(inventory)
+            series = _EndpointSeries(self._labels)
+            for index, endpoint in enumerate(inventory.endpoints.values(), start=1):
+                series.add(state, endpoint)
+                if index % batch == 0:
+                    await asyncio.sleep(0)
+                    if self._state_ref().inventory is not inventory:
+                        break
+            else:
+                return self._finish(state, series)
+
+    def _finish(self, state: State, series: _EndpointSeries) -> str:
         families = [
-            *self._endpoint_families(state),
+            *series.families(),
             *self._tier_families(state),
             *self._exporter_families(state),
         ]
         return "".join(family.render() for family in families)
-
-    def _endpoint_families(self, state: State) -> Iterator[Family]:
-        info = _gauge("bridge_endpoint_info", "Inventory facts about an endpoint; always 1.")
-        up = _gauge(
-            "bridge_up", f"1 if every required probe succeeded in the last round. {ROUND_NOTE}"
-        )
-        upstream = _gauge("bridge_upstream_up", "1 unless an ancestor endpoint is down now.")
-        changes = _counter(
-            "bridge_state_changes_total", "Up/down transitions since the exporter started."
-        )
-        last_change = _gauge(
-            "bridge_last_change_timestamp_seconds", "When bridge_up last changed (Unix time)."
-        )
-        down_since = _gauge(
-            "bridge_down_since_timestamp_seconds", "Start of the current outage (Unix time)."
-        )
-        last_probe = _gauge(
-            "bridge_last_probe_timestamp_seconds", "When the endpoint's last round ended."
-        )
-        round_duration = _gauge(
-            "bridge_round_duration_seconds", "How long the endpoint's last round took."
-        )
-        delegates = _gauge("bridge_endpoint_delegates", "Delegates expected at the endpoint.")
-        mos = _gauge("bridge_mos", "Estimated MOS (E-model simplification, 1.0 to 4.5).")
-        grade = _gauge("bridge_quality_grade", "Quality grade: 0 good, 1 degraded, 2 poor.")
-        probe_families = ProbeFamilies()
-        trains = {
-            kind: (
-                _counter(f"bridge_{kind}_packets_sent_total", f"{kind} packets sent."),
-                _counter(f"bridge_{kind}_packets_received_total", f"{kind} replies received."),
-                Family(f"bridge_{kind}_rtt_seconds", "histogram", f"{kind} round-trip times."),
-            )
-            for kind in TRAIN_PROBERS
-        }  # fmt: skip
-
-        base_labels, info_labels, probe_labels = (
-            self._labels.base,
-            self._labels.info,
-            self._labels.probe,
-        )
-        for endpoint in state.inventory.endpoints.values():
-            endpoint_state = state.endpoints.get(endpoint.id)
-            if endpoint_state is None:
-                continue
-            labels = base_labels[endpoint.id]
-            info.add(info_labels[endpoint.id], 1)
-            upstream.add(labels, 1 if state.upstream_up(endpoint) else 0)
-            changes.add(labels, endpoint_state.state_changes)
-            if endpoint.delegates is not None:
-                delegates.add(labels, endpoint.delegates)
-            if endpoint_state.up is not None:
-                up.add(labels, 1 if endpoint_state.up else 0)
-            if endpoint_state.last_change_timestamp is not None:
-                last_change.add(labels, endpoint_state.last_change_timestamp)
-            if endpoint_state.down_since is not None:
-                down_since.add(labels, endpoint_state.down_since)
-            if endpoint_state.last_round_timestamp is not None:
-                last_probe.add(labels, endpoint_state.last_round_timestamp)
-                round_duration.add(labels, endpoint_state.last_round_duration or 0.0)
-            for name, record in endpoint_state.records.items():
-                series = probe_labels.get((endpoint.id, name))
-                if series is not None:
-                    probe_families.add(series, record.module.prober, record.result)
-            for name, counter in endpoint_state.counters.items():
-                record = endpoint_state.records.get(name)
-                series = probe_labels.get((endpoint.id, name))
-                if record is None or series is None or record.module.prober not in trains:
-                    continue
-                sent, received, histogram = trains[record.module.prober]
-                sent.add(series, counter.sent)
-                received.add(series, counter.received)
-                histogram.add_histogram(
-                    series, counter.cumulative_buckets(), counter.rtt_sum, counter.rtt_count
-                )
-            quality = state.quality(endpoint)
-            if quality is not None:
-                mos.add(labels, round(quality.mos, 3))
-                grade.add(labels, int(quality.grade))
-
-        yield from (info, up, upstream, changes, last_change, down_since, last_probe)
-        yield from (round_duration, delegates, mos, grade)
-        yield from probe_families.families()
-        for family_set in trains.values():
-            yield from family_set
 
     def _tier_families(self, state: State) -> Iterator[Family]:
         total = _gauge("bridge_tier_endpoints", "Endpoints in the tier.")

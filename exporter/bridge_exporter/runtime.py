@@ -43,8 +43,8 @@ class Exporter:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
 
-    def render_metrics(self) -> bytes:
-        return self.metrics.render().encode() + generate_latest(self.registry)
+    async def render_metrics(self) -> bytes:
+        return (await self.metrics.render_async()).encode() + generate_latest(self.registry)
 
     @property
     def inventory(self) -> Inventory:

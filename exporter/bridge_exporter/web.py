@@ -33,7 +33,9 @@ def make_app(exporter: Exporter) -> web.Application:
 
 async def metrics(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER_KEY]
-    response = web.Response(body=exporter.render_metrics(), headers={"Content-Type": CONTENT_TYPE})
+    response = web.Response(
+        body=await exporter.render_metrics(), headers={"Content-Type": CONTENT_TYPE}
+    )
     if "gzip" in request.headers.get("Accept-Encoding", ""):
         response.enable_compression()
     return response
