@@ -12,6 +12,17 @@ listen=${DEMO_LISTEN:-127.0.0.1:9198}
 control=${DEMO_CONTROL:-127.0.0.1:9199}
 
 "$bin/bridge-exporter" validate "$inventory"
+for address in "$listen" "$control"; do
+  "$bin/python" - "$address" <<'PY' || exit 1
+import socket, sys
+host, _, port = sys.argv[1].rpartition(":")
+try:
+    socket.create_server((host, int(port))).close()
+except OSError as exc:
+    sys.exit(f"demo: cannot use {sys.argv[1]} ({exc.strerror}): is another demo running? "
+             "Stop it, or set DEMO_LISTEN / DEMO_CONTROL to free addresses.")
+PY
+done
 "$bin/bridge-exporter" simulate --config.file "$inventory" --scenario "$scenario" \
   --control.listen-address "$control" &
 simulator=$!

@@ -64,8 +64,9 @@ DEADLINE_MARGIN = 0.01
 NOT_PERMITTED_PROBLEM = (
     "ICMP probes cannot run: this process may not open raw or ping sockets. "
     "Fix: sysctl -w net.ipv4.ping_group_range='0 2147483647' (allow ping sockets for all "
-    "groups) or give the exporter CAP_NET_RAW (setcap cap_net_raw+ep, or docker "
-    "--cap-add NET_RAW)."
+    "groups) or give the exporter CAP_NET_RAW (systemd AmbientCapabilities=CAP_NET_RAW, "
+    "docker --cap-add NET_RAW, or setcap cap_net_raw+ep on the real Python binary, not "
+    "on a virtualenv's script)."
 )
 
 
