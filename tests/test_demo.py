@@ -96,6 +96,15 @@ def test_demo_serves_104_endpoints_and_tier_totals(demo):
     ]  # fmt: skip
     assert hall.labels["name"] == "Phòng họp Diên Hồng, Nhà Quốc hội (Hà Nội)"
     assert (hall.labels["latitude"], hall.labels["longitude"]) == ("21.0375", "105.8368")
+    rtt_limits = {
+        (s.labels["tier"], s.labels["level"]): s.value
+        for s in samples
+        if s.name == "bridge_tier_rtt_threshold_seconds"
+    }
+    # examples/thai-binh.yml lets communes have 400 ms before they are degraded.
+    assert rtt_limits[("commune", "warning")] == 0.4
+    assert rtt_limits[("district", "warning")] == 0.3
+    assert rtt_limits[("district", "critical")] == 0.8
     assert "Bridge exporter demo" in log.read_text()
 
 

@@ -286,6 +286,24 @@ class BridgeMetrics:
             up.add(labels, int(members_up))
             delegates.add(labels, people)
         yield from (total, up, delegates)
+        yield from self._threshold_families(state)
+
+    @staticmethod
+    def _threshold_families(state: State) -> Iterator[Family]:
+        """Each tier's grade limits, so dashboards and alerts compare against the same
+        numbers the exporter grades with."""
+        figures = (
+            ("bridge_tier_rtt_threshold_seconds", "rtt", "seconds", "round-trip time"),
+            ("bridge_tier_jitter_threshold_seconds", "jitter", "seconds", "jitter"),
+            ("bridge_tier_loss_threshold_ratio", "loss", "ratio", "packet loss"),
+        )
+        for name, figure, unit, words in figures:
+            family = _gauge(name, f"The tier's {words} limit above which quality is `level`.")
+            for tier in state.inventory.tiers:
+                for level in ("warning", "critical"):
+                    value = getattr(tier.thresholds, f"{figure}_{level}_{unit}")
+                    family.add(label_text({"tier": tier.name, "level": level}), value)
+            yield family
 
     def _exporter_families(self, state: State) -> Iterator[Family]:
         build = _gauge(
