@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import logging
 import re
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 from bridge_exporter import __version__
 from bridge_exporter.probes import ProbeResult, Target
+from bridge_exporter.probes.base import Seconds
 from bridge_exporter.probes.sip import SipProber, SipSettings
 from bridge_exporter.sipmsg import (
     SipMessage,
@@ -26,6 +29,7 @@ from bridge_exporter.sipmsg import (
     stream_frame_length,
 )
 from conftest import free_port, need_tool
+from test_probe_stamp import force_self_connect
 
 LOG = logging.getLogger("test.sip")
 SIPP_SCENARIOS = Path(__file__).resolve().parent / "sipp"
@@ -276,22 +280,43 @@ async def test_unmatched_answers_are_skipped_until_the_right_one():
     assert any("CSeq '1 INVITE'" in line for line in ignored)
 
 
-async def test_only_100_trying_times_out_and_stops_retransmissions():
-    transport, peer, port = await start_udp_peer(
-        first_request_only(lambda p, d, a: p.answer(d, a, 100, "Trying"))
-    )
+async def test_only_100_trying_keeps_retransmitting_every_t2_until_the_timeout():
+    # RFC 3261 section 17.1.2.2: in the Proceeding state (after a 1xx) timer E keeps
+    # firing, every T2. T1 = 50 ms, T2 = 200 ms: sends at 0 and 0.05 s (the timer set
+    # before the 100), then every 0.2 s: 0.25, 0.45, 0.65, 0.85 s.
+    transport, peer, port = await start_udp_peer(lambda p, d, a: p.answer(d, a, 100, "Trying"))
     try:
-        result = await run_probe("127.0.0.1", timeout=1.0, port=port, t1=0.2)
+        result = await run_probe("127.0.0.1", timeout=1.0, port=port, t1=0.05, t2=0.2)
     finally:
         transport.close()
     assert not result.success
     assert result.reason == "timeout_after_provisional"
     assert result.status_code == 100
     assert result.duration_seconds <= 1.0 + SLACK
-    # Without the 100 there would be sends at 0.2, 0.6 s: none may follow the 100.
-    trying_sent = peer.sent_at[100]
-    late = [t - trying_sent for t, _ in peer.requests if t > trying_sent + 0.15]
-    assert not late, f"retransmitted after the 100 Trying: {late}"
+    assert all(data == peer.requests[0][1] for _, data in peer.requests), "same transaction"
+    times = [t for t, _ in peer.requests]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert len(times) >= 4, f"retransmissions must go on after the 100 Trying: {gaps}"
+    # After the first retransmission every interval is T2 (late timers only lengthen it).
+    assert all(0.2 - 0.02 <= gap <= 0.2 + 0.15 for gap in gaps[1:]), gaps
+
+
+async def test_100_trying_then_200_to_a_retransmission_is_success():
+    def trying_then_ok(peer: UdpPeer, data: bytes, addr) -> None:
+        if len(peer.requests) == 1:
+            peer.answer(data, addr, 100, "Trying")
+        else:
+            peer.answer(data, addr, 200, "OK")
+
+    transport, peer, port = await start_udp_peer(trying_then_ok)
+    try:
+        result = await run_probe("127.0.0.1", timeout=1.0, port=port, t1=0.05, t2=0.2)
+    finally:
+        transport.close()
+    assert result.success, result.debug
+    assert result.status_code == 200
+    assert len(peer.requests) >= 2
+    assert result.rtt_seconds < 1.0
 
 
 async def test_100_trying_then_200_is_success_with_the_final_rtt():
@@ -308,7 +333,69 @@ async def test_100_trying_then_200_is_success_with_the_final_rtt():
     assert result.status_code == 200
     assert 0.3 <= result.rtt_seconds < 2.0
     assert result.duration_seconds == result.rtt_seconds
-    assert len(peer.requests) <= 2  # at most one retransmission raced the 100
+    # Timer E set before the 100 fires once (at T1 = 0.1 s); the next one is T2 = 4 s away.
+    assert len(peer.requests) <= 2
+
+
+class ThreadUdpPeer:
+    """A SIP peer on its own thread with a blocking socket: it answers 200 while the
+    test's event loop is blocked. `before_answering()` runs before each answer."""
+
+    def __init__(self, before_answering: Callable[[], None]) -> None:
+        self.before_answering = before_answering
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            request = parse_message(data)
+            assert request is not None
+            self.before_answering()
+            self.sock.sendto(build_response(request, 200, "OK", received=peer[:2]), peer)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+async def test_a_busy_event_loop_does_not_inflate_the_udp_round_trip():
+    # The 200 arrives while the event loop is stuck for 0.5 s (as when the exporter
+    # renders /metrics for 10,000 endpoints); its kernel receive timestamp still says
+    # when it arrived.
+    loop = asyncio.get_running_loop()
+    blocking = threading.Event()
+
+    def block() -> None:
+        blocking.set()
+        time.sleep(0.5)
+
+    def before_answering() -> None:
+        if not blocking.is_set():
+            loop.call_soon_threadsafe(block)
+            assert blocking.wait(5), "the event loop never ran the blocking call"
+
+    peer = ThreadUdpPeer(before_answering)
+    try:
+        started = time.monotonic()
+        result = await run_probe("127.0.0.1", timeout=3.0, port=peer.port, t1=2.0)
+        elapsed = time.monotonic() - started
+    finally:
+        peer.close()
+    print(f"loop blocked 0.5 s: SIP OPTIONS RTT {result.rtt_seconds * 1e3:.3f} ms")
+    assert blocking.is_set() and elapsed >= 0.5
+    assert result.success and result.status_code == 200, result.debug
+    assert result.rtt_seconds < 0.05
+    assert result.duration_seconds == result.rtt_seconds
 
 
 async def test_udp_to_a_closed_port_is_refused():
@@ -317,6 +404,18 @@ async def test_udp_to_a_closed_port_is_refused():
     assert not result.success
     assert result.reason == "refused"  # ICMP port unreachable, not a wait for the timeout
     assert result.duration_seconds < 1.0
+
+
+async def test_a_socket_connected_to_itself_is_replaced_and_the_port_is_refused(monkeypatch):
+    # Were the kernel to give our socket the target's own port (nothing listens there),
+    # we would read our own OPTIONS back; the socket is replaced and the truth comes out.
+    port = free_port(kind=socket.SOCK_DGRAM)
+    forced = force_self_connect(monkeypatch, port)
+    result = await run_probe("127.0.0.1", timeout=2.0, port=port)
+    assert forced, "the test did not bite"
+    assert not result.success
+    assert result.reason == "refused", result.debug
+    assert any("connected our socket to itself" in line for line in result.debug)
 
 
 async def test_ipv6_loopback():
@@ -509,8 +608,20 @@ async def test_bad_settings_and_addresses_fail_without_raising():
     assert bad_transport.reason == "invalid_transport"
     bad_port = await run_probe("127.0.0.1:sip")
     assert bad_port.reason == "invalid_address"
-    unresolvable = await run_probe("no-such-host.invalid")
-    assert unresolvable.reason == "resolve_failed"
+    # (No unresolvable-name case here: resolving one would ask the system's DNS server,
+    # which is off loopback. Name failures are covered inside a loopback-only network
+    # namespace in test_probe_icmp.py.)
+
+
+def test_retransmission_timers_default_to_rfc_3261_and_t2_may_not_undercut_t1():
+    settings = SipSettings()
+    assert isinstance(settings.t1, Seconds) and settings.t1 == 0.5
+    assert isinstance(settings.t2, Seconds) and settings.t2 == 4.0
+    assert settings.problems() == []
+    assert SipSettings(t1=Seconds(0.5), t2=Seconds(0.5)).problems() == []
+    assert SipSettings(t1=Seconds(1.0), t2=Seconds(0.5)).problems() == [
+        "t2 (the longest retransmission interval) must be at least t1"
+    ]
 
 
 # --- the message parser the simulator shares --------------------------------------------

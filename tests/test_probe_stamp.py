@@ -9,10 +9,14 @@ import math
 import random
 import socket
 import statistics
+import struct
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from bridge_exporter.probes.base import ProbeResult, Seconds, Target
+from bridge_exporter.probes.netutil import SO_TIMESTAMPNS, Arrival, Instant, kernel_receive_time
 from bridge_exporter.probes.stamp import StampProber, StampSettings, rfc3550_jitter
 from bridge_exporter.reflector import Impairment, run_reflector, start_reflector
 from bridge_exporter.stamp_packet import (
@@ -25,6 +29,7 @@ from bridge_exporter.stamp_packet import (
     error_estimate_seconds,
     error_estimate_synchronized,
     ntp_from_unix,
+    ntp_now,
     unix_from_ntp,
 )
 from conftest import free_port, missing
@@ -382,6 +387,165 @@ async def test_stray_duplicate_and_short_replies_are_ignored():
     assert "which was not sent" in text
     assert "duplicate reply for sequence" in text
     assert "15 stray datagrams ignored in all" in text
+
+
+class UdpEcho(asyncio.DatagramProtocol):
+    """An echo service (not a STAMP reflector): sends every datagram back unchanged."""
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        self.transport.sendto(data, addr)
+
+
+async def test_our_own_packets_echoed_back_are_not_replies():
+    # A Session-Sender packet read as a reflector packet has Session-Sender Sequence 0 and
+    # Timestamp 0 (its MBZ octets): only an echoed timestamp that matches what was sent
+    # for that sequence makes a reply, so neither an echo service nor a socket that
+    # reads its own packets counts as a reflector.
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    result = await probe(
+        "127.0.0.1", timeout=2.0, port=port, count=5, interval=Seconds(0.01), wait=Seconds(0.2)
+    )
+    transport.close()
+
+    assert not result.success and result.reason == "no_reply"
+    assert (result.packets_sent, result.packets_received) == (5, 0)
+    assert result.rtt_seconds is None
+    text = "\n".join(result.debug)
+    assert text.count("does not echo the timestamp sent") == 5
+
+
+def force_self_connect(monkeypatch, port: int) -> list[tuple]:
+    """Make the first UDP socket that connects to 127.0.0.1:`port` bind that very address
+    first, as the kernel may do when it picks the ephemeral port, so it talks to itself.
+    Returns the list of (local, remote) pairs of the sockets it forced."""
+    forced: list[tuple] = []
+    original = socket.socket.connect
+
+    def connect(sock, address):
+        if sock.type == socket.SOCK_DGRAM and address == ("127.0.0.1", port) and not forced:
+            sock.bind(address)
+            forced.append((sock.getsockname(), address))
+        return original(sock, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    return forced
+
+
+async def test_a_socket_connected_to_itself_is_replaced(monkeypatch):
+    # Nothing listens on the port: the only honest outcome is "refused" (or no reply),
+    # never a success built from our own packets coming back to us.
+    port = udp_port()
+    forced = force_self_connect(monkeypatch, port)
+    result = await probe(
+        "127.0.0.1", timeout=2.0, port=port, count=20, interval=Seconds(0.005), wait=Seconds(0.2)
+    )
+    assert forced == [(("127.0.0.1", port), ("127.0.0.1", port))], "the test did not bite"
+    assert not result.success, result.debug
+    assert result.reason == "refused"
+    assert result.packets_received == 0
+    assert any("connected to itself" in line for line in result.debug)
+
+
+class ThreadReflector:
+    """A STAMP reflector on its own thread with a blocking socket: it answers while the
+    test's event loop is blocked. `before_answering(sequence)` runs before each answer."""
+
+    def __init__(self, before_answering: Callable[[int], None] | None = None) -> None:
+        self.before_answering = before_answering
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.reflected = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            received = ntp_now()
+            request = SenderPacket.decode(data)
+            if self.before_answering:
+                self.before_answering(request.sequence)
+            reply = ReflectorPacket(
+                request.sequence, ntp_now(), 0, received, request.sequence,
+                request.timestamp, request.error_estimate, 64, request.padding,
+            )  # fmt: skip
+            self.sock.sendto(reply.encode(len(data)), peer)
+            self.reflected += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+def block_loop_before_first_answer(loop: asyncio.AbstractEventLoop, seconds: float):
+    """A before_answering hook: the answer to packet 0 is sent only once the event loop
+    is stuck in a `seconds`-long blocking call, so it arrives while nobody reads it
+    (as when the exporter renders /metrics for 10,000 endpoints)."""
+    blocking = threading.Event()
+
+    def block() -> None:
+        blocking.set()
+        time.sleep(seconds)
+
+    def before_answering(sequence: int) -> None:
+        if sequence == 0:
+            loop.call_soon_threadsafe(block)
+            assert blocking.wait(5), "the event loop never ran the blocking call"
+
+    return before_answering, blocking
+
+
+async def test_a_busy_event_loop_does_not_inflate_the_round_trip():
+    # The reply is read 0.5 s late; its kernel receive timestamp (SO_TIMESTAMPNS) still
+    # says when it arrived, so the RTT is the network's, not the event loop's.
+    hook, blocked = block_loop_before_first_answer(asyncio.get_running_loop(), 0.5)
+    reflector = ThreadReflector(hook)
+    try:
+        result = await probe(
+            "127.0.0.1", timeout=3.0, port=reflector.port, count=5, interval=Seconds(0.01)
+        )
+    finally:
+        reflector.close()
+    print(
+        f"loop blocked 0.5 s: STAMP RTT mean {result.rtt_seconds * 1e3:.3f} ms, "
+        f"max {result.rtt_max_seconds * 1e3:.3f} ms"
+    )
+    assert blocked.is_set() and result.duration_seconds >= 0.5
+    assert result.success and (result.packets_sent, result.packets_received) == (5, 5)
+    assert result.rtt_seconds < 0.05
+    assert result.rtt_max_seconds < 0.05
+
+
+def test_round_trip_uses_the_kernel_time_unless_the_wall_clock_was_stepped():
+    sent = Instant(wall=1000.0, monotonic=50.0)
+    # Read 0.5 s late by a busy loop; the kernel stamped it 2 ms after sending.
+    assert Arrival(kernel_wall=1000.002, read_monotonic=50.5).since(sent) == pytest.approx(0.002)
+    # No kernel timestamp: the time we read it is all there is.
+    assert Arrival(kernel_wall=None, read_monotonic=50.5).since(sent) == pytest.approx(0.5)
+    # The wall clock stepped back, or forward past when we read it: not to be trusted.
+    assert Arrival(kernel_wall=999.0, read_monotonic=50.5).since(sent) == pytest.approx(0.5)
+    assert Arrival(kernel_wall=1003.0, read_monotonic=50.5).since(sent) == pytest.approx(0.5)
+
+
+def test_kernel_receive_time_is_read_from_the_ancillary_data():
+    stamp = struct.pack("=qq", 1_700_000_000, 250_000_000)
+    other = (socket.IPPROTO_IP, socket.IP_TTL, struct.pack("=i", 64))
+    assert kernel_receive_time([other, (socket.SOL_SOCKET, SO_TIMESTAMPNS, stamp)]) == (
+        pytest.approx(1_700_000_000.25)
+    )
+    assert kernel_receive_time([other]) is None
 
 
 def test_rfc3550_jitter_formula():

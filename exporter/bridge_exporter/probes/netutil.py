@@ -1,4 +1,5 @@
-"""Helpers shared by the probers: resolving, error classification, URL brackets, TLS.
+"""Helpers shared by the probers: resolving, error classification, URL brackets, TLS,
+and connected UDP sockets that report the kernel's receive time of every datagram.
 
 Endpoint addresses in an inventory are IPv4 or IPv6 literals (optionally with an IPv6
 zone, `fe80::1%eth0`, or in brackets) or host names. Literals never touch the resolver.
@@ -7,11 +8,17 @@ zone, `fe80::1%eth0`, or in brackets) or host names. Literals never touch the re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import os
 import socket
 import ssl
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 FAMILY_PREFERENCES = ("auto", "ip4", "ip6")
 
@@ -125,3 +132,163 @@ def _tls_context(insecure: bool, ca_file: str | None, ca_stamp: int | None) -> s
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return context
+
+
+# --- UDP with kernel receive timestamps -------------------------------------------------
+
+SO_TIMESTAMPNS = 35  # asm-generic value (x86, arm, riscv); the socket module does not name it
+_ANCILLARY_SPACE = 64
+_MAX_DATAGRAM = 65535
+_READS_PER_WAKEUP = 64  # leave the loop to other work under a flood
+_READS_TO_DRAIN = 4096  # more than a receive buffer holds
+# A wall-clock RTT may exceed the monotonic one by this much (clock granularity) before
+# we decide the wall clock was stepped and fall back to the monotonic figure.
+_CLOCK_SLACK_SECONDS = 0.001
+_SELF_CONNECT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class Instant:
+    """One moment on two clocks: the wall clock, which the kernel's receive timestamps
+    use, and the monotonic clock, which a stepped wall clock does not disturb."""
+
+    wall: float
+    monotonic: float
+
+    @classmethod
+    def now(cls) -> Instant:
+        return cls(time.time(), time.monotonic())
+
+
+@dataclass(frozen=True)
+class Arrival:
+    """When a datagram arrived: the kernel's wall-clock receive time (None when the
+    kernel delivered none) and the monotonic time our code read it."""
+
+    kernel_wall: float | None
+    read_monotonic: float
+
+    def since(self, sent: Instant) -> float:
+        """Seconds from `sent` to this arrival: the kernel's receive time, so a busy event
+        loop does not count; the monotonic time we read it if there is no kernel time or
+        the wall clock was stepped in between."""
+        read_seconds = self.read_monotonic - sent.monotonic
+        if self.kernel_wall is not None:
+            kernel_seconds = self.kernel_wall - sent.wall
+            if 0 <= kernel_seconds <= read_seconds + _CLOCK_SLACK_SECONDS:
+                return kernel_seconds
+        return read_seconds
+
+
+def kernel_receive_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The SO_TIMESTAMPNS receive time (wall clock, seconds) in recvmsg ancillary data."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 8:
+            seconds, nanoseconds = struct.unpack_from("=qq" if len(data) >= 16 else "=ii", data)
+            return seconds + nanoseconds / 1e9
+    return None
+
+
+def ask_for_receive_timestamps(sock: socket.socket) -> bool:
+    """Best effort: True if the kernel will stamp every datagram this socket receives."""
+    if sys.platform != "linux":
+        return False
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return False
+    return True
+
+
+def connect_udp(family: int, remote: tuple) -> tuple[socket.socket, int]:
+    """A non-blocking UDP socket connected to `remote` from a port the kernel picks, and
+    how many sockets were given up on the way because they were connected to themselves.
+
+    When nothing listens on the remote port the kernel may pick that very port on the
+    same address as ours: the socket then receives what it sends. Such a socket is kept
+    open (so its port cannot be picked again) while another is opened, then closed."""
+    given_up: list[socket.socket] = []
+    try:
+        for _ in range(_SELF_CONNECT_ATTEMPTS):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.setblocking(False)
+                sock.connect(remote)
+            except OSError:
+                sock.close()
+                raise
+            if not is_connected_to_itself(sock):
+                return sock, len(given_up)
+            given_up.append(sock)
+        raise OSError(errno.EADDRINUSE, "every local port the kernel picked was the remote one")
+    finally:
+        for sock in given_up:
+            sock.close()
+
+
+def is_connected_to_itself(sock: socket.socket) -> bool:
+    try:
+        return sock.getsockname()[:2] == sock.getpeername()[:2]
+    except OSError:
+        return False
+
+
+class TimestampedUdp:
+    """A connected UDP socket read on the event loop with recvmsg, so that every datagram
+    comes with its kernel receive time: a reply read late by a busy loop still tells when
+    it arrived. `on_datagram(data, arrival)` gets each datagram, `on_error(exc)` each
+    socket error (ICMP port unreachable arrives as ConnectionRefusedError)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        on_datagram: Callable[[bytes, Arrival], None],
+        on_error: Callable[[OSError], None],
+    ) -> None:
+        self.sock = sock
+        self._on_datagram = on_datagram
+        self._on_error = on_error
+        self._closed = False
+        try:  # the socket is ours from here on: close it if we cannot use it
+            self.kernel_timestamps = ask_for_receive_timestamps(sock)
+            self.local: tuple = sock.getsockname()
+            self.remote: tuple = sock.getpeername()
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(sock.fileno(), self._on_readable)
+        except BaseException:
+            sock.close()
+            raise
+
+    def send(self, data: bytes) -> bool:
+        """Send one datagram; False (and the error to on_error) if the socket refused it."""
+        try:
+            self.sock.send(data)
+        except OSError as exc:
+            self._on_error(exc)
+            return False
+        return True
+
+    def read_queued(self) -> None:
+        """Hand over every datagram already queued (e.g. before deciding a wait is over)."""
+        self._on_readable(_READS_TO_DRAIN)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(RuntimeError):  # the loop may be closed already
+            self._loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    def _on_readable(self, budget: int = _READS_PER_WAKEUP) -> None:
+        for _ in range(budget):
+            if self._closed:
+                return
+            try:
+                data, ancillary, _flags, _peer = self.sock.recvmsg(_MAX_DATAGRAM, _ANCILLARY_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._on_error(exc)
+                continue
+            self._on_datagram(data, Arrival(kernel_receive_time(ancillary), time.monotonic()))

@@ -4,9 +4,16 @@ Any final response, even 401/403/404, proves the endpoint's SIP stack is up, unl
 module narrows the accepted codes with `valid_status_codes`. Only responses whose top Via
 branch, Call-ID and CSeq match the request count; anything else is logged and ignored.
 
-Over UDP the request is retransmitted as RFC 3261 timer E does for non-INVITE requests
-(T1, doubling, capped at T2 = 4 s) and, as for INVITE's timer A, not after a provisional
-response: a 1xx proves the request got there.
+Over UDP the request is retransmitted as RFC 3261 section 17.1.2.2 says for a non-INVITE
+client transaction (timer E): first after T1, then at doubling intervals capped at T2
+(`t1` 500 ms and `t2` 4 s by default). A provisional response (1xx) does not stop it: in
+the Proceeding state the request goes on being retransmitted every T2 until a final
+response arrives or the probe's timeout (timer F) ends the transaction.
+
+The round-trip time runs from the first send to the final response. Over UDP the
+response's arrival is the kernel's receive timestamp (SO_TIMESTAMPNS), so a busy event
+loop that reads it late does not lengthen the figure; over TCP and TLS it is the time the
+response was read.
 """
 
 from __future__ import annotations
@@ -18,16 +25,17 @@ import logging
 import secrets
 import socket
 import ssl
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
 from ..sipmsg import SipMessage, parse_message, stream_frame_length
 from .base import ProbeFailed, Prober, ProbeResult, Seconds, Target
-from .netutil import tls_context
+from .netutil import Arrival, Instant, TimestampedUdp, connect_udp, tls_context
 
 DEFAULT_T1 = Seconds(0.5)  # RFC 3261 T1, the round-trip time estimate
-T2_SECONDS = 4.0  # RFC 3261: the longest retransmission interval for non-INVITE requests
+DEFAULT_T2 = Seconds(4.0)  # RFC 3261 T2, the longest interval between retransmissions
 MIN_T1_SECONDS = 0.01
 CLOSE_WAIT = 0.25  # seconds to wait for a TCP/TLS connection to close after the answer
 MAX_STREAM_BUFFER = 65536  # a header section larger than this is not a SIP response
@@ -41,6 +49,7 @@ class SipSettings:
     user: str = ""  # user part of the Request-URI; empty pings the device itself
     from_user: str = "bridge-exporter"
     t1: Seconds = DEFAULT_T1  # first UDP retransmission interval (RFC 3261 T1)
+    t2: Seconds = DEFAULT_T2  # longest UDP retransmission interval, and the one after a 1xx
     valid_status_codes: list[int] = field(default_factory=list)  # empty: any final code
     tls_server_name: str | None = None  # default: the endpoint's address
     tls_insecure_skip_verify: bool = False
@@ -55,6 +64,8 @@ class SipSettings:
             found.append(f"port must be 1-65535 (or 0 for the default), not {self.port}")
         if self.t1 < MIN_T1_SECONDS:
             found.append(f"t1 must be at least {MIN_T1_SECONDS * 1000:g}ms")
+        if self.t2 < self.t1:
+            found.append("t2 (the longest retransmission interval) must be at least t1")
         if any(not 100 <= code <= 699 for code in self.valid_status_codes):
             found.append("valid_status_codes must be SIP codes from 100 to 699")
         return found
@@ -66,7 +77,7 @@ class _Exchange:
     def __init__(self, target: Target, settings: SipSettings, log: logging.Logger) -> None:
         self.loop = asyncio.get_running_loop()
         self.started_at = self.loop.time()
-        self.first_sent_at: float | None = None
+        self.first_sent: Instant | None = None
         self.target = target
         self.settings = settings
         self.log = log
@@ -76,7 +87,7 @@ class _Exchange:
         self.from_tag = secrets.token_hex(6)
         self.provisional_code: int | None = None
         self.final_code: int | None = None
-        self.final_at: float | None = None
+        self.final_rtt: float | None = None  # seconds from the first send
         self.invalid_count = 0
         self.unmatched_count = 0
 
@@ -112,19 +123,27 @@ class _Exchange:
         ]
         return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
-    def mark_sent(self, data: bytes, attempt: int, destination: str) -> None:
-        now = self.loop.time()
-        if self.first_sent_at is None:
-            self.first_sent_at = now
+    def mark_sending(self, data: bytes, attempt: int, destination: str) -> None:
+        """Call just before the request goes out: the first call starts the clock."""
+        if self.first_sent is None:
+            self.first_sent = Instant.now()
             self.note(f"sent OPTIONS to {destination}:")
             self.note_message(">", data)
         else:
-            elapsed = now - self.first_sent_at
-            self.note(f"retransmitted OPTIONS (#{attempt}) {elapsed:.3f}s after the first")
+            self.note(f"retransmitted OPTIONS (#{attempt}) {self.elapsed():.3f}s after the first")
 
-    def consider(self, data: bytes) -> bool:
-        """Take one received message; True once a matching final response has arrived."""
-        elapsed = self.loop.time() - (self.first_sent_at or self.started_at)
+    def elapsed(self, arrival: Arrival | None = None) -> float:
+        """Seconds since the first send (or the start) until `arrival`, or until now."""
+        if self.first_sent is None:
+            return self.loop.time() - self.started_at
+        if arrival is None:
+            return time.monotonic() - self.first_sent.monotonic
+        return arrival.since(self.first_sent)
+
+    def consider(self, data: bytes, arrival: Arrival | None = None) -> bool:
+        """Take one received message (that arrived at `arrival`, if known; else now);
+        True once a matching final response has arrived."""
+        elapsed = self.elapsed(arrival)
         message = parse_message(data)
         if message is None or not message.is_response or not _has_transaction_headers(message):
             self.invalid_count += 1
@@ -147,7 +166,7 @@ class _Exchange:
             self.provisional_code = code
             return False
         self.final_code = code
-        self.final_at = self.loop.time()
+        self.final_rtt = elapsed
         return True
 
     def _mismatch(self, message: SipMessage) -> str:
@@ -162,8 +181,8 @@ class _Exchange:
     def result(self) -> ProbeResult:
         """The result after the final response."""
         code = self.final_code
-        assert code is not None and self.final_at is not None and self.first_sent_at is not None
-        rtt = self.final_at - self.first_sent_at
+        rtt = self.final_rtt
+        assert code is not None and rtt is not None
         valid = self.settings.valid_status_codes
         success = not valid or code in valid
         reason = "" if success else f"status_{code}"
@@ -178,7 +197,7 @@ class _Exchange:
         )
 
     def failure(self, reason: str) -> ProbeResult:
-        elapsed = self.loop.time() - (self.first_sent_at or self.started_at)
+        elapsed = self.elapsed()
         self.note(f"failed after {elapsed:.3f}s: {reason}")
         return ProbeResult(
             success=False,
@@ -241,39 +260,42 @@ class SipProber(Prober):
     ) -> None:
         loop = exchange.loop
         family, address = await _resolve(exchange, host, port, socket.SOCK_DGRAM)
-        transport, receiver = await loop.create_datagram_endpoint(
-            _DatagramReceiver, remote_addr=address[:2], family=family
-        )
+        inbox = _Inbox()
+        sock, given_up = connect_udp(family, address)
+        channel = TimestampedUdp(sock, inbox.put_datagram, inbox.put_error)
         try:
-            request = exchange.build_request(
-                "udp", _uri_host(host), port, transport.get_extra_info("sockname")
-            )
+            if given_up:
+                exchange.note("the kernel connected our socket to itself: replaced it")
+            if not channel.kernel_timestamps:
+                exchange.note("no kernel receive timestamps: the RTT includes event-loop delays")
+            request = exchange.build_request("udp", _uri_host(host), port, channel.local)
             destination = f"{_uri_host(address[0])}:{port} over UDP"
-            interval = max(float(exchange.settings.t1), MIN_T1_SECONDS)
+            t2 = max(float(exchange.settings.t2), float(exchange.settings.t1))
+            interval = min(max(float(exchange.settings.t1), MIN_T1_SECONDS), t2)
             attempt = 1
-            transport.sendto(request)
-            exchange.mark_sent(request, attempt, destination)
+            exchange.mark_sending(request, attempt, destination)
+            channel.send(request)
             next_send = loop.time() + interval
             while True:
                 if loop.time() >= deadline:
                     raise TimeoutError
-                retransmitting = exchange.provisional_code is None
-                wake_at = min(deadline, next_send) if retransmitting else deadline
-                item = await receiver.next_item(wake_at - loop.time())
+                item = await inbox.next_item(min(deadline, next_send) - loop.time())
                 if item is None:
-                    if retransmitting and loop.time() >= next_send:
+                    if loop.time() >= next_send:
                         attempt += 1
-                        transport.sendto(request)
-                        exchange.mark_sent(request, attempt, destination)
-                        interval = min(interval * 2, T2_SECONDS)
-                        next_send += interval
+                        exchange.mark_sending(request, attempt, destination)
+                        channel.send(request)
+                        # Timer E: doubling while Trying; T2 once Proceeding (after a 1xx).
+                        proceeding = exchange.provisional_code is not None
+                        interval = t2 if proceeding else min(interval * 2, t2)
+                        next_send = loop.time() + interval
                     continue
                 if isinstance(item, Exception):
                     raise item
-                if exchange.consider(item):
+                if exchange.consider(*item):
                     return
         finally:
-            transport.close()
+            channel.close()
 
     async def _exchange_stream(
         self, exchange: _Exchange, host: str, port: int, transport: str, deadline: float
@@ -293,8 +315,8 @@ class SipProber(Prober):
             request = exchange.build_request(
                 transport, _uri_host(host), port, writer.get_extra_info("sockname")
             )
+            exchange.mark_sending(request, 1, f"{_uri_host(address[0])}:{port}")
             writer.write(request)
-            exchange.mark_sent(request, 1, f"{_uri_host(address[0])}:{port}")
             await writer.drain()
             await _read_stream(exchange, reader)
         finally:
@@ -312,19 +334,20 @@ class SipProber(Prober):
             raise ProbeFailed("tls_error", f"cannot load tls_ca_file: {exc}") from exc
 
 
-class _DatagramReceiver(asyncio.DatagramProtocol):
-    """Queues received datagrams and socket errors (ICMP unreachable arrives as one)."""
+class _Inbox:
+    """Queues received datagrams (with their arrival) and socket errors (ICMP unreachable
+    arrives as one) for the transaction to take in order."""
 
     def __init__(self) -> None:
-        self._items: asyncio.Queue[bytes | Exception] = asyncio.Queue()
+        self._items: asyncio.Queue[tuple[bytes, Arrival] | OSError] = asyncio.Queue()
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._items.put_nowait(data)
+    def put_datagram(self, data: bytes, arrival: Arrival) -> None:
+        self._items.put_nowait((data, arrival))
 
-    def error_received(self, exc: Exception) -> None:
+    def put_error(self, exc: OSError) -> None:
         self._items.put_nowait(exc)
 
-    async def next_item(self, wait: float) -> bytes | Exception | None:
+    async def next_item(self, wait: float) -> tuple[bytes, Arrival] | OSError | None:
         """The next datagram or error, or None if nothing came within `wait` seconds."""
         if self._items.empty() and wait <= 0:
             return None

@@ -2,14 +2,20 @@
 
 A train of `count` test packets of `size` octets, `interval` apart (160 octets every 20 ms
 looks like a G.711 voice stream), goes to a STAMP reflector on one connected UDP socket.
-Replies are matched by the Session-Sender Sequence Number they carry, so both stateless
-and stateful reflectors work. Figures:
+A reply counts only if it echoes the Session-Sender Sequence Number AND Timestamp of a
+packet we sent, so both stateless and stateful reflectors work, while our own packets
+coming back (an echo service, or a socket the kernel happened to connect to itself) do
+not: read as a reflector packet, a sender packet echoes sequence 0 with timestamp 0.
+A socket connected to itself (the kernel picked the target's own port for it, possible
+when nothing listens there) is replaced before anything is sent. Figures:
 
-- round-trip time per answered packet from this host's monotonic clock (send to receive);
-  the reflector's residence time (its transmit minus receive timestamp) is NOT
-  subtracted, because a reflector that holds packets stands for the network (that is
-  how the simulator imposes delay); its mean is reported as
-  `stamp_reflector_residence_seconds` for information;
+- round-trip time per answered packet: the kernel's receive timestamp (SO_TIMESTAMPNS)
+  minus the send time, both on the wall clock, so a busy event loop that reads replies
+  late does not lengthen them; the monotonic clock (send to read) when the kernel gives
+  no timestamp or the wall clock was stepped. The reflector's residence time (its
+  transmit minus receive timestamp) is NOT subtracted, because a reflector that holds
+  packets stands for the network (that is how the simulator imposes delay); its mean is
+  reported as `stamp_reflector_residence_seconds` for information;
 - loss ratio = unanswered / sent;
 - jitter = RFC 3550 section 6.4.1 interarrival jitter, J += (|D| - J) / 16 over the
   replies in arrival order, where D is the difference between successive round-trip
@@ -24,15 +30,22 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import socket
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..stamp_packet import BASE_SIZE, MAX_SIZE, PacketError, ReflectorPacket, SenderPacket, ntp_now
-from .base import Prober, ProbeResult, Seconds, Target, debug_note
+from ..stamp_packet import (
+    BASE_SIZE,
+    MAX_SIZE,
+    PacketError,
+    ReflectorPacket,
+    SenderPacket,
+    ntp_from_unix,
+)
+from .base import ProbeFailed, Prober, ProbeResult, Seconds, Target, debug_note
+from .netutil import Arrival, Instant, ResolveError, TimestampedUdp, connect_udp, resolve
 
 # Stop this long before the timeout so that the result, not the scheduler's backstop
 # cancellation, reports what happened.
@@ -50,12 +63,18 @@ class StampSettings:
     wait: Seconds = Seconds(1.0)  # noqa: RUF009 - how long late replies are awaited
 
 
-class _Session(asyncio.DatagramProtocol):
+@dataclass(frozen=True)
+class _Sent:
+    at: Instant
+    timestamp: int  # the NTP timestamp the packet carried, which a reply must echo
+
+
+class _Session:
     """The receiving half of one probe: matches replies to what was sent."""
 
     def __init__(self, note: Callable[[str], None]) -> None:
         self.note = note
-        self.sent_at: dict[int, float] = {}  # sequence -> monotonic send time
+        self.sent: dict[int, _Sent] = {}  # by sequence number
         self.rtt_by_sequence: dict[int, float] = {}
         self.rtt_in_arrival_order: list[float] = []
         self.residence: list[float] = []
@@ -66,22 +85,27 @@ class _Session(asyncio.DatagramProtocol):
         self.expected: int | None = None  # known once sending is over
         self.stop = asyncio.Event()  # refused, or every sent packet answered
 
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        received_at = time.monotonic()
+    def datagram_received(self, data: bytes, arrival: Arrival) -> None:
         try:
             reply = ReflectorPacket.decode(data)
         except PacketError as error:
             self._anomaly(f"ignored a datagram: {error}")
             return
         sequence = reply.sender_sequence
-        sent_at = self.sent_at.get(sequence)
-        if sent_at is None:
+        sent = self.sent.get(sequence)
+        if sent is None:
             self._anomaly(f"ignored a reply for sequence {sequence}, which was not sent")
+            return
+        if reply.sender_timestamp != sent.timestamp:
+            self._anomaly(
+                f"ignored a datagram for sequence {sequence} that does not echo the timestamp "
+                "sent with it: not a reflector's answer (our own packet, or an echo service?)"
+            )
             return
         if sequence in self.rtt_by_sequence:
             self._anomaly(f"ignored a duplicate reply for sequence {sequence}")
             return
-        rtt = received_at - sent_at
+        rtt = arrival.since(sent.at)
         self.rtt_by_sequence[sequence] = rtt
         self.rtt_in_arrival_order.append(rtt)
         self.residence.append(reply.residence_seconds)
@@ -89,13 +113,13 @@ class _Session(asyncio.DatagramProtocol):
         if self.expected is not None and len(self.rtt_by_sequence) >= self.expected:
             self.stop.set()
 
-    def error_received(self, exc: Exception) -> None:
+    def error_received(self, exc: OSError) -> None:
         if isinstance(exc, ConnectionRefusedError):
             if not self.refused:
                 self.note("ICMP port unreachable: nothing listens on the STAMP port")
             self.refused = True
             self.stop.set()
-        elif isinstance(exc, OSError) and self.other_error is None:
+        elif self.other_error is None:
             self.other_error = exc
             self.note(f"socket error: {exc}")
 
@@ -136,41 +160,61 @@ class StampProber(Prober):
             result.reason = "bad_settings"
             note(problem)
             return
-        loop = asyncio.get_running_loop()
         session = _Session(note)
-        host = target.address.strip("[]")
         try:
-            transport, _ = await asyncio.wait_for(
-                loop.create_datagram_endpoint(lambda: session, remote_addr=(host, settings.port)),
-                timeout=max(0.0, deadline - time.monotonic()),
+            channel = await self._open(target.address, settings.port, deadline, session, note)
+        except ProbeFailed as failure:
+            result.reason = failure.reason
+            note(str(failure))
+            return
+        try:
+            await self._exchange(channel, session, settings, deadline, note)
+            channel.read_queued()  # replies a busy loop has not read yet arrived in time
+        finally:
+            channel.close()
+        _summarize(session, result, note)
+
+    async def _open(
+        self,
+        address: str,
+        port: int,
+        deadline: float,
+        session: _Session,
+        note: Callable[[str], None],
+    ) -> TimestampedUdp:
+        try:
+            family, sockaddr = await asyncio.wait_for(
+                resolve(address, port), timeout=max(0.0, deadline - time.monotonic())
             )
         except TimeoutError:
-            result.reason = "timeout"
-            note(f"resolving {host} took the whole timeout")
-            return
-        except socket.gaierror as error:
-            result.reason = "resolve_failed"
-            note(f"cannot resolve {host}: {error}")
-            return
-        except OSError as error:
-            result.reason = "socket_error"
-            note(f"cannot open a UDP socket to {host} port {settings.port}: {error}")
-            return
+            raise ProbeFailed("timeout", f"resolving {address} took the whole timeout") from None
+        except ResolveError as error:
+            raise ProbeFailed("resolve_failed", str(error)) from None
         try:
-            await self._exchange(transport, session, settings, deadline, note)
-        finally:
-            transport.close()
-        _summarize(session, result, note)
+            sock, given_up = connect_udp(family, sockaddr)
+            channel = TimestampedUdp(sock, session.datagram_received, session.error_received)
+        except OSError as error:
+            raise ProbeFailed(
+                "socket_error", f"cannot open a UDP socket to {sockaddr[0]} port {port}: {error}"
+            ) from None
+        if given_up:
+            note(
+                f"the kernel gave our socket the target's own address and port "
+                f"({sockaddr[0]} port {port}), so it was connected to itself: replaced it"
+            )
+        if not channel.kernel_timestamps:
+            note("no kernel receive timestamps: RTTs include event-loop delays")
+        return channel
 
     async def _exchange(
         self,
-        transport: asyncio.DatagramTransport,
+        channel: TimestampedUdp,
         session: _Session,
         settings: StampSettings,
         deadline: float,
         note: Callable[[str], None],
     ) -> None:
-        peer = transport.get_extra_info("peername")
+        peer = channel.remote
         count = _packets_that_fit(settings, deadline - time.monotonic())
         if count < settings.count:
             note(
@@ -188,13 +232,14 @@ class StampProber(Prober):
                 await _wait(session.stop, pause)
             if session.stop.is_set():
                 break
-            packet = SenderPacket(sequence, ntp_now()).encode(settings.size)
-            session.sent_at[sequence] = time.monotonic()
-            transport.sendto(packet)
-        session.expected = len(session.sent_at)
+            now = Instant.now()
+            timestamp = ntp_from_unix(now.wall)
+            session.sent[sequence] = _Sent(now, timestamp)
+            channel.send(SenderPacket(sequence, timestamp).encode(settings.size))
+        session.expected = len(session.sent)
         if len(session.rtt_by_sequence) >= session.expected:
             return
-        last_sent = max(session.sent_at.values(), default=first)
+        last_sent = max((sent.at.monotonic for sent in session.sent.values()), default=first)
         listen_until = min(last_sent + settings.wait, deadline)
         await _wait(session.stop, listen_until - time.monotonic())
 
@@ -231,7 +276,7 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
 
 
 def _summarize(session: _Session, result: ProbeResult, note: Callable[[str], None]) -> None:
-    sent = len(session.sent_at)
+    sent = len(session.sent)
     received = len(session.rtt_by_sequence)
     result.packets_sent = sent
     result.packets_received = received
@@ -261,7 +306,7 @@ def _summarize(session: _Session, result: ProbeResult, note: Callable[[str], Non
             f"jitter (RFC 3550) {result.jitter_seconds * 1000:.3f} ms; mean successive "
             f"RTT difference {mad * 1000:.3f} ms"
         )
-    lost = [s for s in session.sent_at if s not in session.rtt_by_sequence]
+    lost = [s for s in session.sent if s not in session.rtt_by_sequence]
     if lost:
         shown = ", ".join(str(s) for s in lost[:20]) + (", ..." if len(lost) > 20 else "")
         note(f"{len(lost)} lost (sequence numbers {shown})")
