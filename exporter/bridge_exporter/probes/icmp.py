@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import Prober, ProbeResult, Seconds, Target
+from .netutil import SO_TIMESTAMPNS
 
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
@@ -50,7 +51,6 @@ ICMP6_ECHO_REPLY = 129
 SOL_RAW = 255
 ICMP_FILTER = 1  # level SOL_RAW: bitmask of ICMP types (< 32) to drop
 ICMP6_FILTER = 1  # level IPPROTO_ICMPV6: 256-bit mask of ICMPv6 types to drop
-SO_TIMESTAMPNS = 35  # asm-generic value (x86, arm, riscv); delivers kernel rx times
 SO_RCVBUFFORCE = 33
 
 TOKEN_SIZE = 16  # random 8-byte cookie + 8-byte send stamp at the start of the payload

@@ -23,7 +23,6 @@ import errno
 import ipaddress
 import logging
 import secrets
-import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -32,7 +31,15 @@ from typing import Any
 from .. import __version__
 from ..sipmsg import SipMessage, parse_message, stream_frame_length
 from .base import ProbeFailed, Prober, ProbeResult, Seconds, Target
-from .netutil import Arrival, Instant, TimestampedUdp, connect_udp, tls_context
+from .netutil import (
+    Arrival,
+    Instant,
+    ResolveError,
+    TimestampedUdp,
+    connect_udp,
+    resolve,
+    tls_context,
+)
 
 DEFAULT_T1 = Seconds(0.5)  # RFC 3261 T1, the round-trip time estimate
 DEFAULT_T2 = Seconds(4.0)  # RFC 3261 T2, the longest interval between retransmissions
@@ -259,7 +266,7 @@ class SipProber(Prober):
         self, exchange: _Exchange, host: str, port: int, deadline: float
     ) -> None:
         loop = exchange.loop
-        family, address = await _resolve(exchange, host, port, socket.SOCK_DGRAM)
+        family, address = await _resolve(exchange, host, port)
         inbox = _Inbox()
         sock, given_up = connect_udp(family, address)
         channel = TimestampedUdp(sock, inbox.put_datagram, inbox.put_error)
@@ -301,7 +308,7 @@ class SipProber(Prober):
         self, exchange: _Exchange, host: str, port: int, transport: str, deadline: float
     ) -> None:
         settings = exchange.settings
-        family, address = await _resolve(exchange, host, port, socket.SOCK_STREAM)
+        family, address = await _resolve(exchange, host, port)
         tls_context = None
         server_name = None
         if transport == "tls":
@@ -421,14 +428,13 @@ def _split_address(address: str, port: int, transport: str) -> tuple[str, int]:
     return address, default_port
 
 
-async def _resolve(
-    exchange: _Exchange, host: str, port: int, kind: socket.SocketKind
-) -> tuple[int, tuple[Any, ...]]:
+async def _resolve(exchange: _Exchange, host: str, port: int) -> tuple[int, tuple[Any, ...]]:
+    # netutil.resolve keeps IP literals off the resolver's thread pool, which slow DNS
+    # for host-named endpoints could otherwise hold up.
     try:
-        infos = await exchange.loop.getaddrinfo(host, port, type=kind)
-    except socket.gaierror as exc:
-        raise ProbeFailed("resolve_failed", f"cannot resolve {host!r}: {exc}") from exc
-    family, _, _, _, address = infos[0]
+        family, address = await resolve(host, port)
+    except ResolveError as exc:
+        raise ProbeFailed("resolve_failed", str(exc)) from exc
     if address[0] != host:
         exchange.note(f"resolved {host} to {address[0]}")
     return family, address
