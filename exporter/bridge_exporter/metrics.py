@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from . import __version__
 from .config.model import Endpoint, Inventory
-from .exposition import Family, join_labels, label_text
+from .exposition import Family, join_labels, label_text, render
 from .probes.base import ProbeResult
 from .scheduler import Scheduler
 from .state import TRAIN_PROBERS, State
@@ -76,10 +76,10 @@ class ProbeFamilies:
                 family.add(labels, value)
         for key, value in result.values.items():
             name = f"bridge_{key}"
-            if not _METRIC_NAME.match(name):
-                continue
             family = self.extra.get(name)
             if family is None:
+                if not _METRIC_NAME.match(name):
+                    continue
                 family = self.extra[name] = _gauge(
                     name, f"{key.replace('_', ' ').capitalize()} (prober figure, last round)."
                 )
@@ -268,7 +268,7 @@ class BridgeMetrics:
             *self._tier_families(state),
             *self._exporter_families(state),
         ]
-        return "".join(family.render() for family in families)
+        return render(families)
 
     def _tier_families(self, state: State) -> Iterator[Family]:
         total = _gauge("bridge_tier_endpoints", "Endpoints in the tier.")

@@ -106,12 +106,7 @@ class Exporter:
         self, endpoint: Endpoint, module_names: list[str], logger: logging.Logger
     ) -> list[tuple[str, str, ProbeResult]]:
         """Run the named inventory modules (the endpoint's own when none) now, concurrently."""
-        inventory = self.inventory
-        modules = (
-            [endpoint.overrides.get(n) or inventory.modules[n] for n in module_names]
-            if module_names
-            else inventory.modules_of(endpoint)
-        )
+        modules = self.inventory.modules_of(endpoint, module_names)
 
         async def one(module):
             prober = await self.probers.get(module.prober)

@@ -79,9 +79,8 @@ async def run_probe(
     started = loop.time()
     target = Target(endpoint.id, endpoint.address)
     try:
-        result = await asyncio.wait_for(
-            prober.probe(target, module.settings, module.timeout, logger), module.timeout
-        )
+        async with asyncio.timeout(module.timeout):
+            result = await prober.probe(target, module.settings, module.timeout, logger)
     except TimeoutError:
         result = ProbeResult(success=False, reason="timeout")
     except Exception as exc:  # a prober bug must not stop the others

@@ -19,6 +19,7 @@ from .quality import Grade, NetworkFigures, grade, mos
 # grade limits (300 ms, 800 ms). Few on purpose: two histograms per endpoint are most of
 # the series of a 10,000-endpoint network.
 RTT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8, 1.5)
+_BUCKET_TEXTS = tuple(map(repr, RTT_BUCKETS))  # `le` label values, formatted once
 # Probers whose packet trains feed the counters and the RTT histogram, and which give
 # quality figures, best first: the voice-like STAMP train, then ICMP.
 TRAIN_PROBERS = ("stamp", "icmp")
@@ -53,9 +54,9 @@ class PacketCounters:
 
     def cumulative_buckets(self) -> list[tuple[str, int]]:
         buckets, running = [], 0
-        for bound, count in zip(RTT_BUCKETS, self.rtt_bucket_counts, strict=True):
+        for bound, count in zip(_BUCKET_TEXTS, self.rtt_bucket_counts, strict=True):
             running += count
-            buckets.append((repr(bound), running))
+            buckets.append((bound, running))
         buckets.append(("+Inf", self.rtt_count))
         return buckets
 
@@ -111,8 +112,8 @@ class State:
         if state is None:
             return
         now = time.time()
-        required = [m for m in self.inventory.modules_of(endpoint) if m.required]
-        checked = required or self.inventory.modules_of(endpoint)
+        modules = self.inventory.modules_of(endpoint)
+        checked = [m for m in modules if m.required] or modules
         up = all(
             (record := state.records.get(m.name)) is not None and record.result.success
             for m in checked

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,9 +82,10 @@ class Inventory:
         labels[endpoint.tier] = endpoint.id
         return labels
 
-    def modules_of(self, endpoint: Endpoint) -> list[Module]:
-        """The endpoint's modules, with its own overrides applied."""
-        return [endpoint.overrides.get(n) or self.modules[n] for n in endpoint.modules]
+    def modules_of(self, endpoint: Endpoint, names: Iterable[str] = ()) -> list[Module]:
+        """The endpoint's modules (or the named inventory modules), with the endpoint's
+        own overrides applied."""
+        return [endpoint.overrides.get(n) or self.modules[n] for n in names or endpoint.modules]
 
     def children(self, endpoint_id: str) -> list[Endpoint]:
         return [e for e in self.endpoints.values() if e.parent == endpoint_id]
