@@ -412,6 +412,25 @@ def test_example_scenarios_match_the_seed_inventory(name: str):
         assert scenario.steps
 
 
+async def test_a_non_utf8_scenario_file_is_a_config_error_naming_it(tmp_path, caplog):
+    from bridge_exporter.cli import simulate
+    from bridge_exporter.config import load_inventory
+    from bridge_exporter.simulate import load_scenario
+
+    path = tmp_path / "latin1.yml"
+    path.write_bytes("steps: []\ndescription: Thái Bình link lost\n".encode("latin-1"))
+    inventory_path = EXAMPLES / "thai-binh.yml"
+    with pytest.raises(ConfigError) as raised:
+        load_scenario(path, load_inventory(inventory_path))
+    (problem,) = raised.value.problems
+    assert str(problem) == (
+        f"{path}:2: the file is not UTF-8 (byte 0xe1 on this line); save it as UTF-8"
+    )
+    # `bridge-exporter simulate --scenario` says so and exits 1 instead of crashing.
+    assert await simulate(str(inventory_path), str(path), ("127.0.0.1", 0)) == 1
+    assert f"cannot simulate: {path}:2: the file is not UTF-8" in caplog.text
+
+
 async def test_scenario_repeats_every_cycle(ports: Ports):
     text = """
 repeat_every: 600ms

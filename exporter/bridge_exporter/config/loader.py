@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..probes import KINDS, prober_class
 from .errors import ConfigError, Problem
@@ -47,6 +47,7 @@ THRESHOLD_KEYS = {
     "loss_critical": "loss_critical_ratio",
 }
 DEFAULT_MODULE_TIMEOUT = 10.0
+_Default = TypeVar("_Default")
 
 
 def _not_text(key: str, value: Any) -> str:
@@ -56,8 +57,9 @@ def _not_text(key: str, value: Any) -> str:
     return f"`{key}` must be text; quote it: {key}: '{value}'"
 
 
-class _Checker:
-    """Walks the YAML data, collecting problems instead of stopping at the first."""
+class Checker:
+    """Walks the YAML data, collecting problems instead of stopping at the first.
+    Scenario files (simulate/scenario.py) are checked by a subclass."""
 
     def __init__(self, path: str):
         self.path = path
@@ -74,15 +76,18 @@ class _Checker:
         self.add(line, f"{what} must be a mapping (key: value lines)")
         return None
 
-    def unknown_keys(self, data: LinedMap, allowed: set[str], what: str) -> None:
-        for key in data:
-            if key not in allowed:
-                self.add(
-                    data.line_of(key),
-                    f"unknown key {key!r} in {what}; allowed: {', '.join(sorted(allowed))}",
-                )
+    def unknown_keys(self, data: LinedMap, allowed: set[str], what: str) -> list[Any]:
+        """Reports each key not in `allowed`; returns them."""
+        unknown = [key for key in data if key not in allowed]
+        for key in unknown:
+            self.add(
+                data.line_of(key),
+                f"unknown key {key!r} in {what}; allowed: {', '.join(sorted(allowed))}",
+            )
+        return unknown
 
-    def duration(self, data: LinedMap, key: str, default: float) -> float:
+    def duration(self, data: LinedMap, key: str, default: _Default) -> float | _Default:
+        """`data[key]` as seconds; `default` when it is absent or (reported) not a duration."""
         if key not in data:
             return default
         try:
@@ -92,8 +97,9 @@ class _Checker:
             return default
 
 
-def load_inventory(path: str | Path) -> Inventory:
-    """Read and validate an inventory file. Raises ConfigError listing every problem."""
+def read_config_text(path: str | Path) -> str:
+    """A config file's text; a file that cannot be read or is not UTF-8 raises
+    ConfigError naming it (and the line of the first bad byte)."""
     path_text = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -102,19 +108,23 @@ def load_inventory(path: str | Path) -> Inventory:
             [Problem(path_text, 0, f"cannot read the file: {exc.strerror}; check the path")]
         ) from exc
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         message = (
             f"the file is not UTF-8 (byte 0x{raw[exc.start]:02x} on this line); save it as UTF-8"
         )
         raise ConfigError([Problem(path_text, line, message)]) from exc
-    return parse_inventory(text, path_text)
+
+
+def load_inventory(path: str | Path) -> Inventory:
+    """Read and validate an inventory file. Raises ConfigError listing every problem."""
+    return parse_inventory(read_config_text(path), str(path))
 
 
 def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
     data, problems = load_lined_yaml(text, path)
-    check = _Checker(path)
+    check = Checker(path)
     check.problems.extend(problems)
     if data is None and not problems:
         check.add(0, "file is empty; it needs tiers, modules and endpoints")
@@ -150,7 +160,7 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
     )
 
 
-def _thresholds(check: _Checker, raw: Any, line: int, base: Thresholds | None = None) -> Thresholds:
+def _thresholds(check: Checker, raw: Any, line: int, base: Thresholds | None = None) -> Thresholds:
     base = base or Thresholds()
     if raw is None:
         return base
@@ -188,7 +198,7 @@ def _thresholds(check: _Checker, raw: Any, line: int, base: Thresholds | None = 
     return result
 
 
-def _modules(check: _Checker, root: LinedMap) -> dict[str, Module]:
+def _modules(check: Checker, root: LinedMap) -> dict[str, Module]:
     modules: dict[str, Module] = {}
     raw = check.mapping(root.get("modules"), root.line_of("modules"), "modules")
     if raw is None:
@@ -228,7 +238,7 @@ def _modules(check: _Checker, root: LinedMap) -> dict[str, Module]:
     return modules
 
 
-def _module_list(check: _Checker, value: Any, line: int, modules: dict, what: str) -> tuple:
+def _module_list(check: Checker, value: Any, line: int, modules: dict, what: str) -> tuple:
     if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
         check.add(line, f"{what}: modules must be a list of module names")
         return ()
@@ -240,7 +250,7 @@ def _module_list(check: _Checker, value: Any, line: int, modules: dict, what: st
     return tuple(m for m in value if m in modules or m in check.broken_modules)
 
 
-def _tiers(check: _Checker, root: LinedMap, modules: dict, thresholds: Thresholds) -> list[Tier]:
+def _tiers(check: Checker, root: LinedMap, modules: dict, thresholds: Thresholds) -> list[Tier]:
     raw = root.get("tiers")
     line = root.line_of("tiers")
     if not isinstance(raw, LinedList):
@@ -292,7 +302,7 @@ def _tiers(check: _Checker, root: LinedMap, modules: dict, thresholds: Threshold
 
 
 def _endpoints(
-    check: _Checker, root: LinedMap, tiers: list[Tier], modules: dict[str, Module]
+    check: Checker, root: LinedMap, tiers: list[Tier], modules: dict[str, Module]
 ) -> dict[str, Endpoint]:
     raw = root.get("endpoints")
     if not isinstance(raw, LinedList) or not raw:
@@ -356,14 +366,14 @@ def _endpoints(
         if tier is None or endpoint_id not in ancestors:
             continue
         endpoint = _endpoint(
-            check, endpoint_id, spec, tier, ancestors[endpoint_id], modules, set(tier_by_name)
+            check, endpoint_id, spec, tier, ancestors[endpoint_id], modules, tier_by_name
         )
         if endpoint is not None:
             endpoints[endpoint_id] = endpoint
     return endpoints
 
 
-def _ancestry(check: _Checker, specs: dict) -> dict[str, tuple[str, ...]]:
+def _ancestry(check: Checker, specs: dict) -> dict[str, tuple[str, ...]]:
     """Parent checks (unknown, missing, cycles, tier order) and each endpoint's ancestors."""
     parent_of: dict[str, str | None] = {}
     for endpoint_id, (spec, tier) in specs.items():
@@ -436,13 +446,13 @@ def _ancestry(check: _Checker, specs: dict) -> dict[str, tuple[str, ...]]:
 
 
 def _endpoint(
-    check: _Checker,
+    check: Checker,
     endpoint_id: str,
     spec: LinedMap,
     tier: Tier,
     ancestors: tuple[str, ...],
     modules: dict[str, Module],
-    tier_names: set[str],
+    tier_by_name: dict[str, Tier],
 ) -> Endpoint | None:
     what = f"endpoint {endpoint_id!r}"
     module_names = (
@@ -468,8 +478,8 @@ def _endpoint(
                     f"{what}: label {key!r} is not a legal label name; use letters, digits "
                     "and _ (not starting with a digit or __)",
                 )
-            elif key in RESERVED_LABELS or key in tier_names:
-                owner = "a tier" if key in tier_names else "the exporter"
+            elif key in RESERVED_LABELS or key in tier_by_name:
+                owner = "a tier" if key in tier_by_name else "the exporter"
                 check.add(
                     label_map.line_of(key),
                     f"{what}: label {key!r} collides with the {key!r} label that {owner} puts "
@@ -515,7 +525,7 @@ def _endpoint(
 
 
 def _overrides(
-    check: _Checker, spec: LinedMap, module_names: tuple, modules: dict, what: str
+    check: Checker, spec: LinedMap, module_names: tuple, modules: dict, what: str
 ) -> dict[str, Module]:
     raw = spec.get("overrides")
     if raw is None:

@@ -39,8 +39,36 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
-def _convert(node: yaml.Node, constructor: yaml.SafeLoader, path: str, problems: list[Problem]):
-    if isinstance(node, yaml.MappingNode):
+class _Converter:
+    """Nodes -> LinedMap / LinedList / plain values, problems collected on the way.
+
+    An anchored node (a `<<:` template or any `*alias`) is converted once per load, so its
+    problems are reported once; every further use gets a copy, never a shared object.
+    """
+
+    def __init__(self, constructor: yaml.SafeLoader, path: str):
+        self.constructor = constructor
+        self.path = path
+        self.problems: list[Problem] = []
+        self._converted: dict[int, LinedMap | LinedList] = {}  # id(node) -> its conversion
+        self._bad_merges: set[int] = set()  # ids of non-mapping `<<:` sources, reported
+
+    def problem(self, node: yaml.Node, message: str) -> None:
+        self.problems.append(Problem(self.path, _line(node), message))
+
+    def convert(self, node: yaml.Node) -> Any:
+        if not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            return self.constructor.construct_object(node, deep=True)
+        done = self._converted.get(id(node))
+        if done is not None:
+            return _copy(done)
+        # Stored only once complete: a node that contains itself recurses until the
+        # RecursionError that load_lined_yaml reports.
+        result = self._mapping(node) if isinstance(node, yaml.MappingNode) else self._list(node)
+        self._converted[id(node)] = result
+        return result
+
+    def _mapping(self, node: yaml.MappingNode) -> LinedMap:
         result = LinedMap()
         result.line, result.key_lines = _line(node), {}
         merges = []
@@ -48,58 +76,60 @@ def _convert(node: yaml.Node, constructor: yaml.SafeLoader, path: str, problems:
             if key_node.tag == _MERGE_TAG:
                 merges.append(value_node)
                 continue
-            key = constructor.construct_object(key_node, deep=True)
+            key = self.constructor.construct_object(key_node, deep=True)
             if isinstance(key, list | dict):
-                problems.append(
-                    Problem(path, _line(key_node), "a key must be a plain word, not a list or map")
-                )
+                self.problem(key_node, "a key must be a plain word, not a list or map")
                 continue
             if key in result:
-                problems.append(
-                    Problem(
-                        path,
-                        _line(key_node),
-                        f"duplicate key {key!r} (first at line {result.key_lines[key]}); "
-                        "keep only one",
-                    )
+                self.problem(
+                    key_node,
+                    f"duplicate key {key!r} (first at line {result.key_lines[key]}); keep only one",
                 )
                 continue
             result.key_lines[key] = _line(key_node)
-            result[key] = _convert(value_node, constructor, path, problems)
+            result[key] = self.convert(value_node)
         for value_node in merges:
-            _merge(result, value_node, constructor, path, problems)
+            self._merge(result, value_node)
         return result
-    if isinstance(node, yaml.SequenceNode):
+
+    def _list(self, node: yaml.SequenceNode) -> LinedList:
         items = LinedList()
         items.line, items.item_lines = _line(node), []
         for item in node.value:
             items.item_lines.append(_line(item))
-            items.append(_convert(item, constructor, path, problems))
+            items.append(self.convert(item))
         return items
-    return constructor.construct_object(node, deep=True)
+
+    def _merge(self, result: LinedMap, source: yaml.Node) -> None:
+        """`<<: *template` or `<<: [*a, *b]`: copy keys the mapping does not set itself;
+        with a list, earlier mappings win (YAML merge key type)."""
+        sources = source.value if isinstance(source, yaml.SequenceNode) else [source]
+        for node in sources:
+            merged = self.convert(node)
+            if not isinstance(merged, LinedMap):
+                if id(node) not in self._bad_merges:
+                    self._bad_merges.add(id(node))
+                    self.problem(node, "`<<:` must be given a mapping or a list of mappings")
+                continue
+            if merged is self._converted.get(id(node)):
+                merged = _copy(merged)  # its first use: the cached original stays pristine
+            for key, value in merged.items():
+                if key not in result:
+                    result.key_lines[key] = merged.line_of(key)
+                    result[key] = value
 
 
-def _merge(
-    result: LinedMap,
-    source: yaml.Node,
-    constructor: yaml.SafeLoader,
-    path: str,
-    problems: list[Problem],
-) -> None:
-    """`<<: *template` or `<<: [*a, *b]`: copy keys the mapping does not set itself;
-    with a list, earlier mappings win (YAML merge key type)."""
-    sources = source.value if isinstance(source, yaml.SequenceNode) else [source]
-    for node in sources:
-        merged = _convert(node, constructor, path, problems)
-        if not isinstance(merged, LinedMap):
-            problems.append(
-                Problem(path, _line(node), "`<<:` must be given a mapping or a list of mappings")
-            )
-            continue
-        for key, value in merged.items():
-            if key not in result:
-                result.key_lines[key] = merged.line_of(key)
-                result[key] = value
+def _copy(value: Any) -> Any:
+    """A deep copy of converted data, lines included (scalars are immutable)."""
+    if isinstance(value, LinedMap):
+        copied = LinedMap((key, _copy(item)) for key, item in value.items())
+        copied.line, copied.key_lines = value.line, dict(value.key_lines)
+        return copied
+    if isinstance(value, LinedList):
+        items = LinedList(_copy(item) for item in value)
+        items.line, items.item_lines = value.line, list(value.item_lines)
+        return items
+    return value
 
 
 # libyaml is some 20 times faster (a 10,000-endpoint inventory loads in about a second
@@ -130,15 +160,14 @@ def load_lined_yaml(text: str, path: str) -> tuple[Any, list[Problem]]:
 
 
 def _load(text: str, path: str, loader_class: type) -> tuple[Any, list[Problem]]:
-    problems: list[Problem] = []
     loader = loader_class(text)
     try:
         node = loader.get_single_node()
-        data = _convert(node, loader, path, problems) if node is not None else None
+        converter = _Converter(loader, path)
+        data = converter.convert(node) if node is not None else None
     finally:
         loader.dispose()
-    # A merged template is converted once per use: report each of its problems once.
-    return data, list(dict.fromkeys(problems))
+    return data, converter.problems
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, path: str) -> Problem:

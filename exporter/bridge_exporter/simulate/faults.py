@@ -8,6 +8,7 @@ Durations (`*_seconds`) may be written as numbers of seconds or as `200ms`, `5s`
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,10 @@ class Fault:
         if self.flap_period_seconds > 0:
             return int(now / self.flap_period_seconds) % 2 == 1
         return False
+
+    def network_delay(self, rng: random.Random) -> float:
+        """How long one answer is held back: the delay give or take the jitter, >= 0."""
+        return max(0.0, self.delay_seconds + rng.uniform(-self.jitter_seconds, self.jitter_seconds))
 
     @property
     def healthy(self) -> bool:

@@ -30,10 +30,6 @@ class TcpListener:
         self._transports: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
         self._pending: set[asyncio.Task] = set()
 
-    @property
-    def is_open(self) -> bool:
-        return self._sock is not None
-
     def open(self) -> None:
         """Bind and listen now; raises OSError (e.g. address in use)."""
         if self._sock is not None:

@@ -28,8 +28,7 @@ def build_app(
 ) -> web.Application:
     async def answer(render: Render) -> web.Response:
         current = fault()
-        jitter = rng.uniform(-current.jitter_seconds, current.jitter_seconds)
-        delay = max(0.0, current.delay_seconds + jitter)
+        delay = current.network_delay(rng)
         if delay > 0:
             await asyncio.sleep(delay)
         text, content_type = render()

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config.errors import ConfigError, Problem
+from ..config.errors import ConfigError
+from ..config.loader import Checker, read_config_text
 from ..config.model import Inventory
-from ..config.values import ValueProblem, parse_duration
 from ..config.yamlnodes import LinedList, LinedMap, load_lined_yaml
-from .faults import Fault, parse_fault_field
+from .faults import Fault, fault_from_mapping
 
 log = logging.getLogger("bridge_exporter.simulate")
 
@@ -56,13 +56,7 @@ class Scenario:
 
 def load_scenario(path: str | Path, inventory: Inventory) -> Scenario:
     """Read and check a scenario file against the inventory; raises ConfigError."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            [Problem(str(path), 0, f"cannot read the scenario file: {exc.strerror}")]
-        ) from None
-    return parse_scenario(text, str(path), inventory)
+    return parse_scenario(read_config_text(path), str(path), inventory)
 
 
 def parse_scenario(text: str, source: str, inventory: Inventory) -> Scenario:
@@ -77,31 +71,20 @@ def parse_scenario(text: str, source: str, inventory: Inventory) -> Scenario:
     return scenario
 
 
-class _Checker:
+class _Checker(Checker):
     def __init__(self, source: str, inventory: Inventory):
-        self.source = source
+        super().__init__(source)
         self.inventory = inventory
-        self.problems: list[Problem] = []
-
-    def add(self, line: int, message: str) -> None:
-        self.problems.append(Problem(self.source, line, message))
 
     def scenario(self, data: Any) -> Scenario | None:
         if not isinstance(data, LinedMap):
             self.add(1 if data is not None else 0, "a scenario must be a mapping with `steps:`")
             return None
-        for key in data:
-            if key not in TOP_KEYS:
-                self.add(
-                    data.line_of(key),
-                    f"unknown key {key!r}; allowed: {', '.join(sorted(TOP_KEYS))}",
-                )
-        repeat_every = None
-        if "repeat_every" in data:
-            repeat_every = self.duration(data, "repeat_every")
-            if repeat_every is not None and repeat_every <= 0:
-                self.add(data.line_of("repeat_every"), "repeat_every must be longer than 0s")
-                repeat_every = None
+        self.unknown_keys(data, TOP_KEYS, "the scenario")
+        repeat_every = self.duration(data, "repeat_every", None)
+        if repeat_every is not None and repeat_every <= 0:
+            self.add(data.line_of("repeat_every"), "repeat_every must be longer than 0s")
+            repeat_every = None
         description = data.get("description", "")
         if not isinstance(description, str):
             self.add(data.line_of("description"), "description must be text; quote it")
@@ -120,21 +103,14 @@ class _Checker:
             if step is not None:
                 steps.append(step)
         steps.sort(key=lambda s: s.at)
-        return Scenario(self.source, tuple(steps), repeat_every, description)
+        return Scenario(self.path, tuple(steps), repeat_every, description)
 
     def step(self, raw: Any, line: int, repeat_every: float | None) -> Step | None:
         if not isinstance(raw, LinedMap):
             self.add(line, "a step must be a mapping: {at: 30s, endpoint: id, fault: {...}}")
             return None
-        ok = True
-        for key in raw:
-            if key not in STEP_KEYS:
-                self.add(
-                    raw.line_of(key),
-                    f"unknown key {key!r} in a step; allowed: {', '.join(sorted(STEP_KEYS))}",
-                )
-                ok = False
-        at = self.duration(raw, "at") if "at" in raw else None
+        ok = not self.unknown_keys(raw, STEP_KEYS, "a step")
+        at = self.duration(raw, "at", None)
         if "at" not in raw:
             self.add(line, "a step needs `at:` (when, from the start: e.g. 30s or 2m)")
         if at is None:
@@ -191,22 +167,10 @@ class _Checker:
         if not isinstance(fault_data, LinedMap) or not fault_data:
             self.add(raw.line_of("fault"), "fault must be a mapping such as {down: true}")
             return False
-        values: dict[str, Any] = {}
-        for name, value in fault_data.items():
-            try:
-                values[name] = parse_fault_field(str(name), value)
-            except ValueProblem as exc:
-                self.add(fault_data.line_of(name), str(exc))
-        if len(values) != len(fault_data):
-            return False
-        return Fault(**values)
-
-    def duration(self, data: LinedMap, key: str) -> float | None:
-        try:
-            return parse_duration(data[key])
-        except ValueProblem as exc:
-            self.add(data.line_of(key), f"{key}: {exc}")
-            return None
+        fault, problems = fault_from_mapping(fault_data)
+        for key, message in problems:
+            self.add(fault_data.line_of(key), message)
+        return False if problems else fault
 
 
 async def run_scenario(scenario: Scenario, apply: Callable[[Step], None]) -> None:

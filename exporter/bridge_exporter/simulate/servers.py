@@ -21,20 +21,23 @@ import ipaddress
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from ..config.model import Endpoint, Inventory
-from ..reflector import Impairment, StampReflector, start_reflector
+from ..probes.http import HttpSettings
+from ..probes.netutil import bracket
+from ..probes.sip import DEFAULT_PORTS as SIP_DEFAULT_PORTS
+from ..probes.stats import PRESETS, StatsSettings
+from ..reflector import STAMP_PORT, Impairment, StampReflector, start_reflector
 from .book import FaultBook
 from .listeners import TcpListener
 from .sip_uas import IdleTcpProtocol, SipTcpProtocol, SipUdpProtocol, UasContext
 
 log = logging.getLogger("bridge_exporter.simulate")
 
-SIP_PORT, SIPS_PORT, H323_PORT, STAMP_PORT, HTTP_PORT = 5060, 5061, 1720, 862, 80
+HTTP_PORT = 80
 
 
 @dataclass
@@ -66,21 +69,17 @@ def plan_ports(inventory: Inventory, endpoint: Endpoint) -> PortPlan:
         settings = module.settings
         kind = module.prober
         if kind == "sip":
-            transport = str(getattr(settings, "transport", "udp")).lower()
-            default = SIPS_PORT if transport == "tls" else SIP_PORT
-            plan.sip.add(getattr(settings, "port", 0) or default)
-            if transport == "tls":
+            plan.sip.add(settings.port or SIP_DEFAULT_PORTS[settings.transport])
+            if settings.transport == "tls":
                 plan.warnings.append(f"module {module_name}: SIP over TLS is served as plain TCP")
-        elif kind == "h323":
-            plan.plain_tcp.add(getattr(settings, "port", 0) or H323_PORT)
-        elif kind == "tcp":
-            if port := getattr(settings, "port", 0):
-                plan.plain_tcp.add(port)
+        elif kind in ("h323", "tcp"):
+            plan.plain_tcp.add(settings.port)
         elif kind == "stamp":
-            plan.stamp.add(getattr(settings, "port", 0) or STAMP_PORT)
+            # The loader lets a stamp port 0 through (the prober rejects it per probe).
+            plan.stamp.add(settings.port or STAMP_PORT)
         elif kind in ("http", "stats"):
-            override = getattr(settings, "port", 0) if kind == "stats" else 0
-            for url in _module_urls(kind, settings):
+            override = settings.port if kind == "stats" else 0
+            for url in _module_urls(settings):
                 port = _url_port(endpoint, module_name, url, override, plan.warnings)
                 if port is not None:
                     plan.http.add(port)
@@ -90,23 +89,24 @@ def plan_ports(inventory: Inventory, endpoint: Endpoint) -> PortPlan:
     return plan
 
 
-def _module_urls(kind: str, settings: Any) -> list[str]:
-    """Every URL an http or stats module reads (a stats preset brings its own)."""
-    if kind == "http":
-        return [getattr(settings, "url", "") or "http://{address}/"]
-    from ..probes.stats import PRESETS
+def _module_urls(settings: HttpSettings | StatsSettings) -> list[str]:
+    """Every URL an http or stats module may read (a stats preset brings its own).
 
-    preset = PRESETS.get(getattr(settings, "preset", None) or "")
-    main = getattr(settings, "url", "") or (preset.url if preset else "")
-    documents = {**(preset.documents if preset else {}), **getattr(settings, "documents", {})}
+    Not the stats prober's plan: that lists only the documents its mapping reads, and a
+    document named in `documents:` but not (yet) read should still be served.
+    """
+    if isinstance(settings, HttpSettings):
+        return [settings.url]
+    preset = PRESETS.get(settings.preset) if settings.preset else None
+    main = settings.url or (preset.url if preset else "")
+    documents = {**(preset.documents if preset else {}), **settings.documents}
     return [url for url in (main, *documents.values()) if url]
 
 
 def _url_port(
     endpoint: Endpoint, module_name: str, url: str, override: int, warnings: list[str]
 ) -> int | None:
-    host = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
-    parts = urlsplit(url.replace("{address}", host))
+    parts = urlsplit(url.replace("{address}", bracket(endpoint.address)))
     if parts.scheme != "http":
         warnings.append(f"module {module_name}: only plain http:// is simulated, not {url}")
         return None

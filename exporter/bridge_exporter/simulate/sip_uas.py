@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..probes.netutil import bracket
 from ..sipmsg import SipMessage, build_response, parse_message, stream_frame_length
 from .faults import Fault
 
@@ -67,10 +68,7 @@ def plan_answers(
     if request is None or request.is_response or request.method == "ACK":
         return []  # malformed input and responses are ignored; ACK is never answered
     fault = context.fault()
-    network_delay = max(
-        0.0,
-        fault.delay_seconds + context.rng.uniform(-fault.jitter_seconds, fault.jitter_seconds),
-    )
+    network_delay = fault.network_delay(context.rng)
     if fault.garbage:
         return [(network_delay, _garbage(context.rng))]
     received = source if transport == "UDP" else None
@@ -100,11 +98,11 @@ def plan_answers(
 def _final_headers(
     context: UasContext, request: SipMessage, code: int, transport: str
 ) -> list[tuple[str, str]]:
-    host = f"[{context.address}]" if ":" in context.address else context.address
     headers = [("Server", SERVER_HEADER)]
     if 200 <= code < 300:
+        contact = f"sip:{bracket(context.address)}:{context.port};transport={transport.lower()}"
         headers += [
-            ("Contact", f"<sip:{host}:{context.port};transport={transport.lower()}>"),
+            ("Contact", f"<{contact}>"),
             ("Allow", ALLOW),
             ("Accept", "application/sdp"),
             ("Accept-Language", "en, vi"),
