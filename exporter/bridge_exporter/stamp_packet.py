@@ -72,7 +72,6 @@ def ntp_now() -> int:
 #   bit 15 S (clock synchronized to UTC), bit 14 Z (0 = NTP format, 1 = PTPv2 format),
 #   bits 13..8 Scale, bits 7..0 Multiplier; error = Multiplier * 2**(Scale - 32) seconds.
 _S_BIT = 0x8000
-_Z_BIT = 0x4000
 
 
 def encode_error_estimate(seconds: float, synchronized: bool = False) -> int:
@@ -94,10 +93,6 @@ def error_estimate_seconds(value: int) -> float:
 
 def error_estimate_synchronized(value: int) -> bool:
     return bool(value & _S_BIT)
-
-
-def error_estimate_is_ptp(value: int) -> bool:
-    return bool(value & _Z_BIT)
 
 
 # Neither this prober nor the reflector disciplines its clock; a millisecond is an honest

@@ -9,9 +9,13 @@ setting is reported with file and line before anything runs.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
+import statistics
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -66,6 +70,44 @@ def debug_note(
         result.debug.append(line)
 
     return note
+
+
+async def guarded(
+    run: Callable[[], Awaitable[None]],
+    result: ProbeResult,
+    note: Callable[[str], None],
+    timeout: float,
+    timeout_text: str,
+    expected: tuple[type[Exception], ...] = (),
+    reason_for: Callable[[Exception], str] = lambda exc: "network_error",
+) -> ProbeResult:
+    """Run one probe's work within `timeout` and fill in `result`: success when `run`
+    returns, else the reason of a ProbeFailed, "timeout" (noted as "<timeout_text> within
+    the N s timeout"), or `reason_for(exc)` of an `expected` error. Sets the duration."""
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout):
+            await run()
+        result.success = True
+    except ProbeFailed as exc:
+        result.reason = exc.reason
+        note(f"failed ({exc.reason}): {exc}")
+    except TimeoutError:
+        result.reason = "timeout"
+        note(f"{timeout_text} within the {timeout:g} s timeout")
+    except expected as exc:
+        result.reason = reason_for(exc)
+        note(f"failed ({result.reason}): {type(exc).__name__}: {exc}")
+    result.duration_seconds = time.perf_counter() - started
+    return result
+
+
+def mean_successive_difference(values: Sequence[float]) -> float:
+    """Mean absolute difference between successive values (the jitter the icmp prober
+    reports, as mtr does); 0.0 for fewer than two values."""
+    if len(values) < 2:
+        return 0.0
+    return statistics.fmean(abs(b - a) for a, b in itertools.pairwise(values))
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,22 @@ target; each probe opens a fresh connection so that it measures what a new clien
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 
 import aiohttp
 from yarl import URL
 
-from .base import ProbeFailed, ProbeResult, Target, debug_note
-from .httpclient import HttpClientProber
-from .netutil import bracket, classify_os_error
+from .base import ProbeFailed, ProbeResult, Target, debug_note, guarded
+from .httpclient import (
+    REQUEST_ERRORS,
+    HttpClientProber,
+    basic_authorization,
+    read_password_file,
+    request_error_reason,
+)
+from .netutil import bracket
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -66,31 +69,24 @@ class HttpProber(HttpClientProber):
     async def probe(
         self, target: Target, settings: HttpSettings, timeout: float, log: logging.Logger
     ) -> ProbeResult:
-        started = time.perf_counter()
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
 
-        try:
+        async def run() -> None:
             request = _prepare(target, settings)
             shown = request.url.with_password("xxxxx") if request.url.password else request.url
             note(f"{settings.method.upper()} {shown}")
-            async with asyncio.timeout(timeout):
-                await self._exchange(request, settings, timeout, result, note)
-            result.success = True
-        except ProbeFailed as exc:
-            result.reason = exc.reason
-            note(f"failed ({exc.reason}): {exc}")
-        except TimeoutError:
-            result.reason = "timeout"
-            note(f"no complete answer within the {timeout:g} s timeout")
-        except aiohttp.ClientError as exc:
-            result.reason = _client_error_reason(exc)
-            note(f"failed ({result.reason}): {type(exc).__name__}: {exc}")
-        except (OSError, ValueError) as exc:
-            result.reason = classify_os_error(exc) if isinstance(exc, OSError) else "bad_settings"
-            note(f"failed ({result.reason}): {type(exc).__name__}: {exc}")
-        result.duration_seconds = time.perf_counter() - started
-        return result
+            await self._exchange(request, settings, timeout, result, note)
+
+        return await guarded(
+            run,
+            result,
+            note,
+            timeout,
+            "no complete answer",
+            expected=(*REQUEST_ERRORS, ValueError),
+            reason_for=request_error_reason,
+        )
 
     async def _exchange(
         self,
@@ -140,28 +136,32 @@ class HttpProber(HttpClientProber):
 def _prepare(target: Target, settings: HttpSettings) -> _Request:
     """Everything that depends only on the settings; problems are `bad_settings`."""
     url = _url(target, settings)
-
-    auth = None
-    if settings.basic_auth_password_file is not None:
-        if settings.basic_auth_user is None:
-            raise ProbeFailed("bad_settings", "basic_auth_password_file needs basic_auth_user")
-        try:
-            with open(settings.basic_auth_password_file, encoding="utf-8") as secret:
-                password = secret.read().rstrip("\r\n")
-        except OSError as exc:
-            raise ProbeFailed(
-                "bad_settings",
-                f"basic_auth_password_file {settings.basic_auth_password_file!r}: {exc.strerror}",
-            ) from exc
-        auth = basic_authorization(settings.basic_auth_user, password)
-    elif settings.basic_auth_user is not None:
-        auth = basic_authorization(settings.basic_auth_user, "")
-
+    auth = _authorization(settings)
     pattern = _body_pattern(settings)
     headers = dict(settings.headers)
     if auth is not None:
         headers["Authorization"] = auth
     return _Request(url=url, headers=headers, body_pattern=pattern)
+
+
+def _authorization(settings: HttpSettings) -> str | None:
+    user, path = settings.basic_auth_user, settings.basic_auth_password_file
+    if user is None:
+        if path is not None:
+            raise ProbeFailed("bad_settings", "basic_auth_password_file needs basic_auth_user")
+        return None
+    password = ""
+    if path is not None:
+        try:
+            password = read_password_file(path)
+        except OSError as exc:
+            raise ProbeFailed(
+                "bad_settings", f"basic_auth_password_file {path!r}: {exc.strerror}"
+            ) from exc
+    try:
+        return basic_authorization(user, password)
+    except ValueError as exc:
+        raise ProbeFailed("bad_settings", "basic_auth_user must not contain ':'") from exc
 
 
 def _url(target: Target, settings: HttpSettings) -> URL:
@@ -192,13 +192,6 @@ def _decode(body: bytes, charset: str | None) -> str:
         return body.decode("utf-8", errors="replace")
 
 
-def basic_authorization(user: str, password: str) -> str:
-    """The Authorization header value (RFC 7617, UTF-8)."""
-    if ":" in user:
-        raise ProbeFailed("bad_settings", "basic_auth_user must not contain ':'")
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-
-
 async def _read_limited(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
     """Up to `limit` bytes of the body, and whether that was the whole body."""
     chunks: list[bytes] = []
@@ -210,17 +203,3 @@ async def _read_limited(content: aiohttp.StreamReader, limit: int) -> tuple[byte
         chunks.append(chunk)
         size += len(chunk)
     return b"".join(chunks), content.at_eof()
-
-
-def _client_error_reason(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "resolve_failed"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return "tls_error"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return classify_os_error(exc.os_error)
-    if isinstance(exc, aiohttp.RedirectClientError):
-        return "http_error"
-    if isinstance(exc, aiohttp.InvalidURL):
-        return "bad_settings"
-    return "http_error"

@@ -1,4 +1,5 @@
-"""The aiohttp client session shared by the HTTP-based probers (http, stats).
+"""What the HTTP-based probers (http, stats) share: the aiohttp client session, the
+failure reasons of a request's errors, and basic authentication.
 
 One session serves every target of a prober: made at start (or on first use, for a
 prober nobody started) and closed with the prober.
@@ -6,14 +7,18 @@ prober nobody started) and closed with the prober.
 
 from __future__ import annotations
 
+import base64
 from typing import ClassVar
 
 import aiohttp
 
 from .. import __version__
 from .base import Prober
+from .netutil import classify_os_error
 
 USER_AGENT = f"bridge-exporter/{__version__}"
+# What a request can raise besides ProbeFailed and TimeoutError.
+REQUEST_ERRORS = (aiohttp.ClientError, OSError)
 
 
 class HttpClientProber(Prober):
@@ -48,3 +53,43 @@ class HttpClientProber(Prober):
                 cookie_jar=aiohttp.DummyCookieJar(),  # no state carried between probes
             )
         return self._session
+
+
+def request_error_reason(exc: Exception) -> str:
+    """The failure reason for one of REQUEST_ERRORS, or for a ValueError (a method or
+    header aiohttp refuses) bad_settings."""
+    if isinstance(exc, aiohttp.ClientError):
+        return client_error_reason(exc)
+    if isinstance(exc, OSError):
+        return classify_os_error(exc)
+    return "bad_settings"
+
+
+def client_error_reason(exc: aiohttp.ClientError) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "resolve_failed"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return "tls_error"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return classify_os_error(exc.os_error)
+    # Before InvalidURL: a redirect to a malformed URL is the server's fault, not ours.
+    if isinstance(exc, aiohttp.RedirectClientError):
+        return "http_error"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "bad_settings"
+    return "http_error"
+
+
+def read_password_file(path: str) -> str:
+    """The password kept in the file at `path`: its UTF-8 text without the trailing
+    newline. Raises OSError, or UnicodeDecodeError when the file is not UTF-8."""
+    with open(path, encoding="utf-8") as secret:
+        return secret.read().rstrip("\r\n")
+
+
+def basic_authorization(user: str, password: str) -> str:
+    """The Authorization header value (RFC 7617, UTF-8). Raises ValueError for a user
+    name with a colon, which the header cannot carry."""
+    if ":" in user:
+        raise ValueError('a ":" is not allowed in a basic auth username')
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")

@@ -28,19 +28,17 @@ import asyncio
 import errno
 import functools
 import ipaddress
-import itertools
 import logging
 import random
 import socket
 import struct
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Prober, ProbeResult, Seconds, Target
-from .netutil import SO_TIMESTAMPNS
+from .base import Prober, ProbeResult, Seconds, Target, debug_note, mean_successive_difference
+from .netutil import Arrival, Instant, ask_for_receive_timestamps, kernel_receive_time
 
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
@@ -125,7 +123,7 @@ def _errno_name(exc: OSError) -> str:
 class _Request:
     """One echo request waiting for its reply."""
 
-    __slots__ = ("future", "sent_mono_ns", "sent_real_ns", "timer", "token", "wait_limit")
+    __slots__ = ("future", "sent", "timer", "token", "wait_limit")
 
     def __init__(
         self, future: asyncio.Future[float | None], token: bytes, wait_limit: float
@@ -133,8 +131,7 @@ class _Request:
         self.future = future
         self.token = token
         self.wait_limit = wait_limit  # seconds; a later reply counts as lost
-        self.sent_real_ns = 0
-        self.sent_mono_ns = 0
+        self.sent = Instant(0.0, 0.0)  # set when sent
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -196,8 +193,7 @@ class _Channel:
         return header + payload
 
     def send(self, packet: bytes, address: tuple[Any, ...], request: _Request) -> None:
-        request.sent_real_ns = time.time_ns()
-        request.sent_mono_ns = time.monotonic_ns()
+        request.sent = Instant.now()
         self.sock.sendto(packet, address)
         # A burst of sends (thousands of probes starting together) keeps the loop from
         # running the reader; read in between so replies don't overflow the buffer.
@@ -215,9 +211,9 @@ class _Channel:
             except OSError:
                 # e.g. an ICMP error queued on the socket; nothing to hand to anyone.
                 continue
-            self._dispatch(length, ancillary, time.monotonic_ns())
+            self._dispatch(length, ancillary, time.monotonic())
 
-    def _dispatch(self, length: int, ancillary: list[Any], now_mono_ns: int) -> None:
+    def _dispatch(self, length: int, ancillary: list[Any], read_monotonic: float) -> None:
         start = 0
         if self.family == socket.AF_INET and self.mode == "raw":
             start = (self._buffer[0] & 0x0F) * 4  # raw IPv4 sockets include the IP header
@@ -236,21 +232,9 @@ class _Channel:
             return
         self.release(sequence, request)
         if not request.future.done():
-            rtt = self._rtt(request, ancillary, now_mono_ns)
+            arrival = Arrival(kernel_receive_time(ancillary), read_monotonic)
+            rtt = arrival.since(request.sent)
             request.future.set_result(rtt if rtt <= request.wait_limit else None)
-
-    @staticmethod
-    def _rtt(request: _Request, ancillary: list[Any], now_mono_ns: int) -> float:
-        loop_rtt_ns = now_mono_ns - request.sent_mono_ns
-        for level, kind, data in ancillary:
-            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                fmt = "=qq" if len(data) >= 16 else "=ii"
-                seconds, nanoseconds = struct.unpack_from(fmt, data)
-                kernel_rtt_ns = seconds * 1_000_000_000 + nanoseconds - request.sent_real_ns
-                # The wall clock may have been stepped; then trust the monotonic figure.
-                if 0 < kernel_rtt_ns <= loop_rtt_ns + 1_000_000:
-                    return kernel_rtt_ns / 1e9
-        return loop_rtt_ns / 1e9
 
     def expire(self, sequence: int, request: _Request) -> None:
         # When the loop is busy the reply may be sitting in the socket buffer, received
@@ -278,8 +262,7 @@ def _open_socket(family: int, mode: str) -> socket.socket:
     try:
         sock.setblocking(False)
         _enlarge_buffers(sock)
-        if sys.platform == "linux":
-            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        ask_for_receive_timestamps(sock)
         if mode == "raw":
             _pass_only_echo_replies(sock, family)
     except OSError:
@@ -394,10 +377,7 @@ class IcmpProber(Prober):
         began = loop.time()
         deadline = began + max(0.0, timeout - DEADLINE_MARGIN)
         result = ProbeResult(success=False)
-
-        def note(line: str) -> None:
-            log.debug("%s", line)
-            result.debug.append(line)
+        note = debug_note(result, log, self.kind, target.endpoint_id)
 
         def finish(reason: str) -> ProbeResult:
             result.reason = reason
@@ -450,10 +430,10 @@ class IcmpProber(Prober):
             return family, ((address, 0) if family == socket.AF_INET else (address, 0, 0, 0))
         loop = asyncio.get_running_loop()
         try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(address, None, family=wanted or 0, type=socket.SOCK_DGRAM),
-                max(0.0, deadline - loop.time()),
-            )
+            async with asyncio.timeout_at(deadline):
+                infos = await loop.getaddrinfo(
+                    address, None, family=wanted or 0, type=socket.SOCK_DGRAM
+                )
         except (OSError, TimeoutError, UnicodeError) as exc:
             note(f"could not resolve {address}: {str(exc) or 'timed out'}")
             return None
@@ -490,7 +470,8 @@ class IcmpProber(Prober):
                     await asyncio.sleep(send_at - loop.time())
                 sequence = channel.take_sequence()
                 while sequence is None:  # 65,536 requests in flight: wait for one to end
-                    await asyncio.wait_for(channel.sequence_freed(), deadline - loop.time())
+                    async with asyncio.timeout_at(deadline):
+                        await channel.sequence_freed()
                     sequence = channel.take_sequence()
                 token = random.getrandbits(64).to_bytes(8, "big") + time.time_ns().to_bytes(
                     8, "big"
@@ -544,6 +525,5 @@ class IcmpProber(Prober):
             result.rtt_seconds = sum(answered) / len(answered)
             result.rtt_min_seconds = min(answered)
             result.rtt_max_seconds = max(answered)
-            steps = [abs(b - a) for a, b in itertools.pairwise(answered)]
-            result.jitter_seconds = sum(steps) / len(steps) if steps else 0.0
+            result.jitter_seconds = mean_successive_difference(answered)
         return result

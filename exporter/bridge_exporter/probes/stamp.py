@@ -34,7 +34,6 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ..stamp_packet import (
     BASE_SIZE,
@@ -44,7 +43,15 @@ from ..stamp_packet import (
     SenderPacket,
     ntp_from_unix,
 )
-from .base import ProbeFailed, Prober, ProbeResult, Seconds, Target, debug_note
+from .base import (
+    ProbeFailed,
+    Prober,
+    ProbeResult,
+    Seconds,
+    Target,
+    debug_note,
+    mean_successive_difference,
+)
 from .netutil import Arrival, Instant, ResolveError, TimestampedUdp, connect_udp, resolve
 
 # Stop this long before the timeout so that the result, not the scheduler's backstop
@@ -61,6 +68,22 @@ class StampSettings:
     interval: Seconds = Seconds(0.02)  # noqa: RUF009 - between packets; 20 ms = a voice frame
     size: int = 160  # UDP payload octets; at least the 44-octet STAMP packet
     wait: Seconds = Seconds(1.0)  # noqa: RUF009 - how long late replies are awaited
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, in words (the config loader reports it)."""
+        found = []
+        if not BASE_SIZE <= self.size <= MAX_SIZE:
+            found.append(
+                f"size {self.size} is out of range: a STAMP packet takes "
+                f"{BASE_SIZE} to {MAX_SIZE} octets"
+            )
+        if not 1 <= self.port <= 65535:
+            found.append(f"port {self.port} is not a UDP port")
+        if self.count < 1:
+            found.append(f"count {self.count}: at least one packet is needed")
+        if self.interval < 0 or self.wait < 0:
+            found.append("interval and wait cannot be negative")
+        return found
 
 
 @dataclass(frozen=True)
@@ -134,11 +157,10 @@ class StampProber(Prober):
     Settings = StampSettings
 
     async def probe(
-        self, target: Target, settings: Any, timeout: float, log: logging.Logger
+        self, target: Target, settings: StampSettings, timeout: float, log: logging.Logger
     ) -> ProbeResult:
         started = time.monotonic()
         deadline = started + max(0.0, timeout - min(_MARGIN_SECONDS, timeout * 0.05))
-        settings = settings or StampSettings()
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
         try:
@@ -155,10 +177,12 @@ class StampProber(Prober):
         result: ProbeResult,
         note: Callable[[str], None],
     ) -> None:
-        problem = _settings_problem(settings)
-        if problem:
+        # Settings made in code rather than loaded from an inventory were never checked.
+        problems = settings.problems()
+        if problems:
             result.reason = "bad_settings"
-            note(problem)
+            for problem in problems:
+                note(problem)
             return
         session = _Session(note)
         try:
@@ -183,9 +207,8 @@ class StampProber(Prober):
         note: Callable[[str], None],
     ) -> TimestampedUdp:
         try:
-            family, sockaddr = await asyncio.wait_for(
-                resolve(address, port), timeout=max(0.0, deadline - time.monotonic())
-            )
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                family, sockaddr = await resolve(address, port)
         except TimeoutError:
             raise ProbeFailed("timeout", f"resolving {address} took the whole timeout") from None
         except ResolveError as error:
@@ -244,21 +267,6 @@ class StampProber(Prober):
         await _wait(session.stop, listen_until - time.monotonic())
 
 
-def _settings_problem(settings: StampSettings) -> str | None:
-    if not BASE_SIZE <= settings.size <= MAX_SIZE:
-        return (
-            f"size {settings.size} is out of range: a STAMP packet takes "
-            f"{BASE_SIZE} to {MAX_SIZE} octets"
-        )
-    if not 1 <= settings.port <= 65535:
-        return f"port {settings.port} is not a UDP port"
-    if settings.count < 1:
-        return f"count {settings.count}: at least one packet is needed"
-    if settings.interval < 0 or settings.wait < 0:
-        return "interval and wait cannot be negative"
-    return None
-
-
 def _packets_that_fit(settings: StampSettings, available: float) -> int:
     """As many packets as fit in the time left, keeping some of it to hear the replies."""
     if settings.count == 1 or settings.interval <= 0:
@@ -272,7 +280,8 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
     if seconds <= 0 or event.is_set():
         return
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(event.wait(), timeout=seconds)
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def _summarize(session: _Session, result: ProbeResult, note: Callable[[str], None]) -> None:
@@ -327,7 +336,3 @@ def rfc3550_jitter(transits: list[float]) -> float:
     for previous, current in itertools.pairwise(transits):
         jitter += (abs(current - previous) - jitter) / 16
     return jitter
-
-
-def mean_successive_difference(values: list[float]) -> float:
-    return statistics.fmean(abs(b - a) for a, b in itertools.pairwise(values))

@@ -71,13 +71,11 @@ Presets (the simulator serves exactly these documents, see simulate/media.py):
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import json
 import logging
 import math
 import re
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -86,9 +84,15 @@ from typing import Any, ClassVar
 import aiohttp
 from yarl import URL
 
-from .base import ProbeFailed, ProbeResult, Target, debug_note
-from .httpclient import HttpClientProber
-from .netutil import bracket, classify_os_error
+from .base import ProbeFailed, ProbeResult, Target, debug_note, guarded
+from .httpclient import (
+    REQUEST_ERRORS,
+    HttpClientProber,
+    basic_authorization,
+    read_password_file,
+    request_error_reason,
+)
+from .netutil import bracket
 
 MAX_BODY_BYTES = 8 << 20  # a full Cisco /Status document is well under 1 MiB
 MAIN = ""  # the name of the main document (`url`)
@@ -228,11 +232,10 @@ class StatsProber(HttpClientProber):
     async def probe(
         self, target: Target, settings: StatsSettings, timeout: float, log: logging.Logger
     ) -> ProbeResult:
-        started = time.perf_counter()
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
 
-        try:
+        async def run() -> None:
             plan = _plan_for(settings)
             request_options = _request_options(plan, settings)
             urls = [
@@ -241,28 +244,23 @@ class StatsProber(HttpClientProber):
             ]
             for name, url in urls:
                 note(f"GET {url}" + (f" (document {name})" if name else ""))
-            async with asyncio.timeout(timeout):
-                fetched = await self._fetch_all(urls, request_options, settings, timeout)
+            fetched = await self._fetch_all(urls, request_options, settings, timeout)
             documents = {}
             for document in fetched:
                 if result.status_code is None:
                     result.status_code = document.status
                 documents[document.name] = _parse(document, plan.format, note)
             _evaluate(plan, documents, result, note)
-        except ProbeFailed as exc:
-            result.reason = exc.reason
-            note(f"failed ({exc.reason}): {exc}")
-        except TimeoutError:
-            result.reason = "timeout"
-            note(f"no complete answer within the {timeout:g} s timeout")
-        except aiohttp.ClientError as exc:
-            result.reason = _client_error_reason(exc)
-            note(f"failed ({result.reason}): {type(exc).__name__}: {exc}")
-        except OSError as exc:
-            result.reason = classify_os_error(exc)
-            note(f"failed ({result.reason}): {type(exc).__name__}: {exc}")
-        result.duration_seconds = time.perf_counter() - started
-        return result
+
+        return await guarded(
+            run,
+            result,
+            note,
+            timeout,
+            "no complete answer",
+            expected=REQUEST_ERRORS,
+            reason_for=request_error_reason,
+        )
 
     async def _fetch_all(
         self,
@@ -443,8 +441,7 @@ def _request_options(plan: _Plan, settings: StatsSettings) -> Callable[[], dict[
     password = ""
     if settings.password_file is not None:
         try:
-            with open(settings.password_file, encoding="utf-8") as secret:
-                password = secret.read().rstrip("\r\n")
+            password = read_password_file(settings.password_file)
         except (OSError, UnicodeDecodeError) as exc:
             problem = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
             raise ProbeFailed(
@@ -453,11 +450,9 @@ def _request_options(plan: _Plan, settings: StatsSettings) -> Callable[[], dict[
     username = settings.username
     try:
         if plan.auth == "basic":
-            if ":" in username:
-                raise ValueError('a ":" is not allowed in a basic auth username')
-            token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+            header = basic_authorization(username, password)
             # aiohttp drops the header if a redirect leads to another host.
-            return lambda: {"headers": {"Authorization": f"Basic {token}"}}
+            return lambda: {"headers": {"Authorization": header}}
         aiohttp.DigestAuthMiddleware(username, password)  # checks the username now
     except ValueError as exc:
         raise ProbeFailed("bad_settings", f"username {username!r}: {exc}") from exc
@@ -562,7 +557,6 @@ def _evaluate(
         raise ProbeFailed(
             f"missing_{IN_CALL}", "the in-call state was not found: figures cannot be judged"
         )
-    result.success = True
 
 
 def _value(expression: _Expression, document: Any, is_xml: bool) -> tuple[float | None, str]:
@@ -739,15 +733,3 @@ def _number(raw: Any, conversion: str) -> float | None:
     if not math.isfinite(number):
         return None
     return SCALES[conversion](number) if conversion else number
-
-
-def _client_error_reason(exc: aiohttp.ClientError) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "resolve_failed"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return "tls_error"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return classify_os_error(exc.os_error)
-    if isinstance(exc, aiohttp.InvalidURL):
-        return "bad_settings"
-    return "http_error"

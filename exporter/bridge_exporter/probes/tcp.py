@@ -14,7 +14,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from .base import ProbeFailed, Prober, ProbeResult, Target, debug_note
+from .base import ProbeFailed, Prober, ProbeResult, Target, debug_note, guarded
 from .netutil import ResolveError, classify_os_error, resolve, strip_brackets, tls_context
 
 # A failed TLS connection should not linger half-closed for asyncio's default 30 s.
@@ -43,22 +43,11 @@ class TcpProber(Prober):
     async def probe(
         self, target: Target, settings: TcpSettings, timeout: float, log: logging.Logger
     ) -> ProbeResult:
-        started = time.perf_counter()
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
-
-        try:
-            async with asyncio.timeout(timeout):
-                await self._run(target, settings, result, note)
-            result.success = True
-        except ProbeFailed as exc:
-            result.reason = exc.reason
-            note(f"failed ({exc.reason}): {exc}")
-        except TimeoutError:
-            result.reason = "timeout"
-            note(f"no answer within the {timeout:g} s timeout")
-        result.duration_seconds = time.perf_counter() - started
-        return result
+        return await guarded(
+            lambda: self._run(target, settings, result, note), result, note, timeout, "no answer"
+        )
 
     async def _run(self, target: Target, settings: TcpSettings, result: ProbeResult, note) -> None:
         port = settings.port
