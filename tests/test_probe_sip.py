@@ -11,7 +11,6 @@ import re
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +29,7 @@ from bridge_exporter.sipmsg import (
 )
 from conftest import free_port, need_tool
 from test_probe_stamp import force_self_connect
+from thread_peers import ThreadUdpPeer, block_loop_once
 
 LOG = logging.getLogger("test.sip")
 SIPP_SCENARIOS = Path(__file__).resolve().parent / "sipp"
@@ -337,54 +337,26 @@ async def test_100_trying_then_200_is_success_with_the_final_rtt():
     assert len(peer.requests) <= 2
 
 
-class ThreadUdpPeer:
-    """A SIP peer on its own thread with a blocking socket: it answers 200 while the
-    test's event loop is blocked. `before_answering()` runs before each answer."""
+class SipPeerOnThread(ThreadUdpPeer):
+    """Answers OPTIONS with 200 from its own thread; `before_answering()` runs first."""
 
     def __init__(self, before_answering: Callable[[], None]) -> None:
         self.before_answering = before_answering
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            request = parse_message(data)
-            assert request is not None
-            self.before_answering()
-            self.sock.sendto(build_response(request, 200, "OK", received=peer[:2]), peer)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
+    def answer(self, data: bytes, peer: tuple) -> bytes | None:
+        request = parse_message(data)
+        assert request is not None
+        self.before_answering()
+        return build_response(request, 200, "OK", received=peer[:2])
 
 
 async def test_a_busy_event_loop_does_not_inflate_the_udp_round_trip():
     # The 200 arrives while the event loop is stuck for 0.5 s (as when the exporter
     # renders /metrics for 10,000 endpoints); its kernel receive timestamp still says
     # when it arrived.
-    loop = asyncio.get_running_loop()
-    blocking = threading.Event()
-
-    def block() -> None:
-        blocking.set()
-        time.sleep(0.5)
-
-    def before_answering() -> None:
-        if not blocking.is_set():
-            loop.call_soon_threadsafe(block)
-            assert blocking.wait(5), "the event loop never ran the blocking call"
-
-    peer = ThreadUdpPeer(before_answering)
+    before_answering, blocking = block_loop_once(asyncio.get_running_loop(), 0.5)
+    peer = SipPeerOnThread(before_answering)
     try:
         started = time.monotonic()
         result = await run_probe("127.0.0.1", timeout=3.0, port=peer.port, t1=2.0)

@@ -10,7 +10,6 @@ import random
 import socket
 import statistics
 import struct
-import threading
 import time
 from collections.abc import Callable
 
@@ -33,6 +32,7 @@ from bridge_exporter.stamp_packet import (
     unix_from_ntp,
 )
 from conftest import free_port, missing
+from thread_peers import ThreadUdpPeer, block_loop_once
 
 LOG = logging.getLogger("test.stamp")
 
@@ -451,66 +451,31 @@ async def test_a_socket_connected_to_itself_is_replaced(monkeypatch):
     assert any("connected to itself" in line for line in result.debug)
 
 
-class ThreadReflector:
-    """A STAMP reflector on its own thread with a blocking socket: it answers while the
-    test's event loop is blocked. `before_answering(sequence)` runs before each answer."""
+class ThreadReflector(ThreadUdpPeer):
+    """A STAMP reflector on its own thread; `before_answering()` runs before each answer."""
 
-    def __init__(self, before_answering: Callable[[int], None] | None = None) -> None:
+    def __init__(self, before_answering: Callable[[], None] | None = None) -> None:
         self.before_answering = before_answering
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
         self.reflected = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                data, peer = self.sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            received = ntp_now()
-            request = SenderPacket.decode(data)
-            if self.before_answering:
-                self.before_answering(request.sequence)
-            reply = ReflectorPacket(
-                request.sequence, ntp_now(), 0, received, request.sequence,
-                request.timestamp, request.error_estimate, 64, request.padding,
-            )  # fmt: skip
-            self.sock.sendto(reply.encode(len(data)), peer)
-            self.reflected += 1
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.sock.close()
-
-
-def block_loop_before_first_answer(loop: asyncio.AbstractEventLoop, seconds: float):
-    """A before_answering hook: the answer to packet 0 is sent only once the event loop
-    is stuck in a `seconds`-long blocking call, so it arrives while nobody reads it
-    (as when the exporter renders /metrics for 10,000 endpoints)."""
-    blocking = threading.Event()
-
-    def block() -> None:
-        blocking.set()
-        time.sleep(seconds)
-
-    def before_answering(sequence: int) -> None:
-        if sequence == 0:
-            loop.call_soon_threadsafe(block)
-            assert blocking.wait(5), "the event loop never ran the blocking call"
-
-    return before_answering, blocking
+    def answer(self, data: bytes, peer: tuple) -> bytes | None:
+        received = ntp_now()
+        request = SenderPacket.decode(data)
+        if self.before_answering:
+            self.before_answering()
+        reply = ReflectorPacket(
+            request.sequence, ntp_now(), 0, received, request.sequence,
+            request.timestamp, request.error_estimate, 64, request.padding,
+        )  # fmt: skip
+        self.reflected += 1
+        return reply.encode(len(data))
 
 
 async def test_a_busy_event_loop_does_not_inflate_the_round_trip():
     # The reply is read 0.5 s late; its kernel receive timestamp (SO_TIMESTAMPNS) still
     # says when it arrived, so the RTT is the network's, not the event loop's.
-    hook, blocked = block_loop_before_first_answer(asyncio.get_running_loop(), 0.5)
+    hook, blocked = block_loop_once(asyncio.get_running_loop(), 0.5)
     reflector = ThreadReflector(hook)
     try:
         result = await probe(
