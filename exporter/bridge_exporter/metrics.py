@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import __version__
 from .config.model import Endpoint, Inventory
 from .exposition import Family, join_labels, label_text, render
+from .inventory_metrics import InventorySeries
 from .probes.base import ProbeResult
 from .scheduler import Scheduler
 from .state import TRAIN_PROBERS, State
@@ -234,6 +236,7 @@ class BridgeMetrics:
         self._reload = reload_status
         self._startup_problems = startup_problems
         self._labels = _LabelCache()
+        self._inventory_series = InventorySeries()
 
     def render(self) -> str:
         """Everything at once (benchmarks, tests)."""
@@ -268,7 +271,10 @@ class BridgeMetrics:
             *self._tier_families(state),
             *self._exporter_families(state),
         ]
-        return render(families)
+        inventory_text = self._inventory_series.render(
+            state.inventory, self._labels.base, time.time()
+        )
+        return render(families) + inventory_text
 
     def _tier_families(self, state: State) -> Iterator[Family]:
         total = _gauge("bridge_tier_endpoints", "Endpoints in the tier.")

@@ -2,7 +2,7 @@
 
 from .errors import ConfigError, Problem
 from .loader import load_inventory, parse_inventory
-from .model import Endpoint, Inventory, Module, Thresholds, Tier
+from .model import Endpoint, Inventory, Module, Session, Thresholds, Tier
 
 __all__ = [
     "ConfigError",
@@ -10,6 +10,7 @@ __all__ = [
     "Inventory",
     "Module",
     "Problem",
+    "Session",
     "Thresholds",
     "Tier",
     "load_inventory",

@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 
 from ..probes import KINDS, prober_class
 from .errors import ConfigError, Problem
-from .model import Endpoint, Inventory, Module, Thresholds, Tier
+from .model import DEFAULT_AVAILABILITY_TARGET, Endpoint, Inventory, Module, Thresholds, Tier
+from .sessions import parse_sessions
 from .values import (
     LABEL_NAME,
     ValueProblem,
@@ -31,8 +32,8 @@ RESERVED_LABELS = frozenset(
         "delegates", "latitude", "longitude", "code", "kind", "source",
     }
 )  # fmt: skip
-TOP_KEYS = {"interval", "concurrency", "thresholds", "tiers", "modules", "endpoints"}
-TIER_KEYS = {"name", "modules", "thresholds"}
+TOP_KEYS = {"interval", "concurrency", "thresholds", "tiers", "modules", "endpoints", "sessions"}
+TIER_KEYS = {"name", "modules", "thresholds", "availability_target"}
 MODULE_KEYS = {"prober", "timeout", "required"}
 ENDPOINT_KEYS = {
     "id", "name", "tier", "parent", "address", "modules", "overrides", "labels",
@@ -45,7 +46,10 @@ THRESHOLD_KEYS = {
     "jitter_critical": "jitter_critical_seconds",
     "loss_warning": "loss_warning_ratio",
     "loss_critical": "loss_critical_ratio",
+    "mos_warning": "mos_warning",
+    "mos_critical": "mos_critical",
 }
+MOS_RANGE = (1.0, 4.5)
 DEFAULT_MODULE_TIMEOUT = 10.0
 _Default = TypeVar("_Default")
 
@@ -148,6 +152,7 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
     modules = _modules(check, root)
     tiers = _tiers(check, root, modules, default_thresholds)
     endpoints = _endpoints(check, root, tiers, modules)
+    sessions = parse_sessions(check, root, endpoints)
     if check.problems:
         raise ConfigError(sorted(check.problems, key=lambda p: p.line))
     return Inventory(
@@ -157,6 +162,7 @@ def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
         endpoints=endpoints,
         interval=interval,
         concurrency=concurrency,
+        sessions=sessions,
     )
 
 
@@ -174,10 +180,17 @@ def _thresholds(check: Checker, raw: Any, line: int, base: Thresholds | None = N
             continue
         if key.startswith("loss"):
             value = data[key]
-            if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1:
+            if _number_within(value, 0, 1):
                 values[field] = float(value)
             else:
                 check.add(data.line_of(key), f"{key} must be a ratio from 0 to 1 (0.01 = 1 %)")
+        elif key.startswith("mos"):
+            value = data[key]
+            if _number_within(value, *MOS_RANGE):
+                values[field] = float(value)
+            else:
+                low, high = MOS_RANGE
+                check.add(data.line_of(key), f"{key} must be a MOS from {low:g} to {high:g}")
         else:
             values[field] = check.duration(data, key, getattr(base, field))
     merged = {**base.__dict__, **values}
@@ -195,7 +208,19 @@ def _thresholds(check: Checker, raw: Any, line: int, base: Thresholds | None = N
                 f"{warning_key} ({warning:g}) must not be above {critical_key} ({critical:g}); "
                 f"lower {warning_key} or raise {critical_key}",
             )
+    if ("mos_warning" in data or "mos_critical" in data) and result.mos_warning < (
+        result.mos_critical
+    ):
+        check.add(
+            data.line_of("mos_warning" if "mos_warning" in data else "mos_critical"),
+            f"mos_warning ({result.mos_warning:g}) must not be below mos_critical "
+            f"({result.mos_critical:g}): a lower MOS is worse",
+        )
     return result
+
+
+def _number_within(value: Any, low: float, high: float) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
 
 
 def _modules(check: Checker, root: LinedMap) -> dict[str, Module]:
@@ -297,7 +322,14 @@ def _tiers(check: Checker, root: LinedMap, modules: dict, thresholds: Thresholds
         tier_thresholds = _thresholds(
             check, spec.get("thresholds"), spec.line_of("thresholds"), thresholds
         )
-        tiers.append(Tier(name, len(tiers), tier_modules, tier_thresholds))
+        target = spec.get("availability_target", DEFAULT_AVAILABILITY_TARGET)
+        if not _number_within(target, 0, 1):
+            check.add(
+                spec.line_of("availability_target"),
+                f"tier {name}: availability_target must be a ratio from 0 to 1 (0.99 = 99 %)",
+            )
+            target = DEFAULT_AVAILABILITY_TARGET
+        tiers.append(Tier(name, len(tiers), tier_modules, tier_thresholds, float(target)))
     return tiers
 
 

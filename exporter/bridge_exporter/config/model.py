@@ -18,6 +18,13 @@ class Thresholds:
     jitter_critical_seconds: float = 0.050
     loss_warning_ratio: float = 0.01
     loss_critical_ratio: float = 0.05
+    # MOS below which quality is degraded / poor (alerts compare against these; the grade
+    # itself comes from the network figures above).
+    mos_warning: float = 3.6
+    mos_critical: float = 3.1
+
+
+DEFAULT_AVAILABILITY_TARGET = 0.99
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class Tier:
     level: int  # 0 is the root tier
     modules: tuple[str, ...]  # default probe modules for endpoints of this tier
     thresholds: Thresholds
+    # Share of the tier's points that should be up (alerts fire below it).
+    availability_target: float = DEFAULT_AVAILABILITY_TARGET
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,28 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class Session:
+    """A conference: when it runs (Unix times) and which points it needs."""
+
+    name: str
+    title: str
+    start: float
+    end: float
+    prepare_seconds: float  # the readiness window opens this long before the start
+    timezone: str  # IANA name, for showing times
+    endpoints: frozenset[str]  # ids, ancestors of listed points included
+    line: int = field(default=0, compare=False)
+
+    @property
+    def window_start(self) -> float:
+        return self.start - self.prepare_seconds
+
+    def active(self, now: float) -> bool:
+        """From the opening of the readiness window to the end."""
+        return self.window_start <= now < self.end
+
+
+@dataclass(frozen=True)
 class Inventory:
     source: str
     tiers: tuple[Tier, ...]
@@ -63,7 +94,7 @@ class Inventory:
     endpoints: dict[str, Endpoint]  # in file order
     interval: float = 30.0  # seconds between an endpoint's rounds
     concurrency: int = 1024  # probes in flight at most
-    sessions: tuple[Any, ...] = ()
+    sessions: tuple[Session, ...] = ()
 
     def tier(self, name: str) -> Tier:
         return next(t for t in self.tiers if t.name == name)
