@@ -339,6 +339,25 @@ async def test_flapping_endpoint_alternates(ports: Ports):
         assert seen == ["open", "refused", "open"]
 
 
+async def test_an_out_of_range_fault_set_in_python_is_refused_and_flapping_goes_on(ports: Ports):
+    """A 1e-320 s flap period used to overflow in the flap task, which then died: no
+    endpoint flapped any more, and every later set_fault raised as well."""
+    async with Simulator(make_inventory(ports)) as sim:
+        with pytest.raises(ValueError, match=r"flap_period_seconds must be 0 \(no flapping\)"):
+            sim.set_fault("d1-a", Fault(flap_period_seconds=1e-320))
+        with pytest.raises(ValueError, match="delay_seconds must be from 0 to 60s, not inf"):
+            sim.set_fault("d1", Fault(delay_seconds=float("inf")), subtree=True)
+        assert sim.book.entries() == []
+        await asyncio.sleep(0.25)  # flap checks run with nothing bad in the book
+
+        sim.set_fault("d2-a", Fault(flap_period_seconds=0.4))
+        seen = []
+        for at in (0.15, 0.55, 0.95):
+            await asyncio.sleep(at - (time.monotonic() - sim.book.set_on("d2-a").since))
+            seen.append(await tcp_state(ADDRESS["d2-a"], ports.h323))
+        assert seen == ["open", "refused", "open"]
+
+
 BAD_SCENARIO = """\
 repeat_every: 1m
 steps:
@@ -362,7 +381,8 @@ def test_scenario_errors_name_their_lines(ports: Ports):
         parse_scenario(BAD_SCENARIO, "bad.yml", make_inventory(ports))
     message = str(raised.value)
     assert re.search(r"bad.yml:4: unknown endpoint 'd1-c'.*did you mean 'd1-[ab]'", message)
-    assert "bad.yml:6: at: '2x' is not a duration" in message
+    assert "bad.yml:6: at must be from 0 to 7d (a number of seconds or text like" in message
+    assert "not '2x'" in message
     assert "bad.yml:10: unknown fault field 'delay'" in message
     assert "bad.yml:11: at 90s is not before repeat_every" in message
     assert "bad.yml:14: unknown key 'colour' in a step" in message

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config.model import Inventory
-from .faults import Fault
+from ..config.values import ValueProblem
+from .faults import Fault, fault_problems
+from .limits import shown
 
 log = logging.getLogger("bridge_exporter.simulate")
 
@@ -51,9 +53,18 @@ class FaultBook:
 
     def set(self, endpoint_id: str, fault: Fault, subtree: bool = False) -> bool:
         """Set a fault; False (and nothing logged) when the same fault is already set, so
-        a repeating scenario does not restart a flapping endpoint's rhythm."""
+        a repeating scenario does not restart a flapping endpoint's rhythm.
+
+        Raises KeyError for an unknown id and ValueProblem for a value outside
+        limits.LIMITS, before anything changes: a fault in the book is one the flap task
+        and the servers can apply."""
         if endpoint_id not in self.inventory.endpoints:
             raise KeyError(endpoint_id)
+        problems = fault_problems(fault)
+        if not isinstance(subtree, bool):
+            problems.append(f"subtree must be true or false, not {shown(subtree)}")
+        if problems:
+            raise ValueProblem("; ".join(problems))
         current = self._set.get(endpoint_id)
         if current is not None and current.fault == fault and current.subtree == subtree:
             return False

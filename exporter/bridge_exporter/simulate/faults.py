@@ -2,7 +2,8 @@
 
 The same field names are used in scenario files, in the control API's JSON and here.
 Durations (`*_seconds`) may be written as numbers of seconds or as `200ms`, `5s`, `1m`;
-`loss_ratio` as a number from 0 to 1 or as a percentage string like `"3%"`.
+`loss_ratio` as a number from 0 to 1 or as a percentage string like `"3%"`. The allowed
+range of every field is in limits.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from ..config.values import ValueProblem, parse_duration
+from ..config.values import ValueProblem
+from . import limits
 
 
 @dataclass
@@ -76,44 +78,28 @@ class Fault:
 
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Fault))
+assert set(FIELD_NAMES) <= set(limits.LIMITS), "every fault field needs a limit"
 
 
 def parse_fault_field(name: str, value: Any) -> Any:
-    """One field's value, checked; raises ValueProblem saying what to write instead."""
+    """One field's value, checked against limits.LIMITS; raises ValueProblem saying what
+    to write instead."""
     if name not in FIELD_NAMES:
-        raise ValueProblem(f"unknown fault field {name!r}; known fields: {', '.join(FIELD_NAMES)}")
-    if name in ("down", "garbage"):
-        if not isinstance(value, bool):
-            raise ValueProblem(f"{name} must be true or false, not {value!r}")
-        return value
-    if name.endswith("_seconds"):
+        raise ValueProblem(
+            f"unknown fault field {limits.shown(name)}; known fields: {', '.join(FIELD_NAMES)}"
+        )
+    return limits.check(name, value)
+
+
+def fault_problems(fault: Fault) -> list[str]:
+    """What is out of range in a Fault built in Python rather than parsed."""
+    problems = []
+    for name in FIELD_NAMES:
         try:
-            return parse_duration(value)
+            limits.check(name, getattr(fault, name))
         except ValueProblem as exc:
-            raise ValueProblem(f"{name}: {exc}") from None
-    if name == "loss_ratio":
-        return _parse_ratio(value)
-    if name == "sip_status":
-        if isinstance(value, bool) or not isinstance(value, int) or not 100 <= value <= 699:
-            raise ValueProblem(f"sip_status must be a SIP code from 100 to 699, not {value!r}")
-        return value
-    raise AssertionError(f"no parser for fault field {name}")  # a field added without one
-
-
-def _parse_ratio(value: Any) -> float:
-    what = f'loss_ratio must be a number from 0 to 1 or a percentage like "3%", not {value!r}'
-    if isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            ratio = float(value.strip()[:-1]) / 100
-        except ValueError:
-            raise ValueProblem(what) from None
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        ratio = float(value)
-    else:
-        raise ValueProblem(what)
-    if not 0 <= ratio <= 1:
-        raise ValueProblem(what)
-    return ratio
+            problems.append(str(exc))
+    return problems
 
 
 def fault_from_mapping(data: dict[str, Any]) -> tuple[Fault, list[tuple[str, str]]]:

@@ -22,13 +22,11 @@ from ..config.model import Inventory
 from .book import FaultBook
 from .control import DEFAULT_CONTROL_LISTEN, build_control_app
 from .faults import Fault
+from .limits import FLAP_CHECK_SECONDS
 from .scenario import Scenario, Step, run_scenario
 from .servers import EndpointServers, loopback_problem
 
 log = logging.getLogger("bridge_exporter.simulate")
-
-# Flapping endpoints change state with time alone; this is how often that is checked.
-FLAP_CHECK_SECONDS = 0.1
 
 
 class Simulator:
@@ -105,7 +103,8 @@ class Simulator:
     # refuses connections and a cleared one already listens again.
 
     def set_fault(self, endpoint_id: str, fault: Fault, subtree: bool = False) -> None:
-        """Raises KeyError for an id that is not in the inventory."""
+        """Raises KeyError for an id that is not in the inventory and ValueProblem (a
+        ValueError) for a value outside limits.LIMITS; nothing changes then."""
         self.book.set(endpoint_id, fault, subtree)
 
     def clear_fault(self, endpoint_id: str) -> bool:
@@ -122,9 +121,17 @@ class Simulator:
                 servers.set_down(self.book.is_down(endpoint_id))
 
     async def _watch_flapping(self) -> None:
+        last_error = ""
         while True:
             await asyncio.sleep(FLAP_CHECK_SECONDS)
-            self._apply_down_states(self.book.flapping())
+            try:
+                self._apply_down_states(self.book.flapping())
+            except Exception as exc:  # a bug here must not stop flapping for every endpoint
+                if repr(exc) != last_error:
+                    log.exception("applying flapping states failed; still checking")
+                last_error = repr(exc)
+            else:
+                last_error = ""
 
     async def _run_scenario(self, scenario: Scenario) -> None:
         def apply(step: Step) -> None:

@@ -11,8 +11,9 @@
         endpoint: tb-hung-ha
         clear: true             # remove the fault set on tb-hung-ha
 
-Every problem (unknown key or endpoint id, bad duration or fault value) is reported at
-once with file:line, as the inventory loader does.
+Every problem (unknown key or endpoint id, bad duration, a value outside the ranges in
+limits.py, which the control API applies too) is reported at once with file:line, as the
+inventory loader does.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ from typing import Any
 from ..config.errors import ConfigError
 from ..config.loader import Checker, read_config_text
 from ..config.model import Inventory
+from ..config.values import ValueProblem
 from ..config.yamlnodes import LinedList, LinedMap, load_lined_yaml
 from .faults import Fault, fault_from_mapping
+from .limits import check
 
 log = logging.getLogger("bridge_exporter.simulate")
 
@@ -81,10 +84,7 @@ class _Checker(Checker):
             self.add(1 if data is not None else 0, "a scenario must be a mapping with `steps:`")
             return None
         self.unknown_keys(data, TOP_KEYS, "the scenario")
-        repeat_every = self.duration(data, "repeat_every", None)
-        if repeat_every is not None and repeat_every <= 0:
-            self.add(data.line_of("repeat_every"), "repeat_every must be longer than 0s")
-            repeat_every = None
+        repeat_every = self.limited(data, "repeat_every")
         description = data.get("description", "")
         if not isinstance(description, str):
             self.add(data.line_of("description"), "description must be text; quote it")
@@ -110,7 +110,7 @@ class _Checker(Checker):
             self.add(line, "a step must be a mapping: {at: 30s, endpoint: id, fault: {...}}")
             return None
         ok = not self.unknown_keys(raw, STEP_KEYS, "a step")
-        at = self.duration(raw, "at", None)
+        at = self.limited(raw, "at")
         if "at" not in raw:
             self.add(line, "a step needs `at:` (when, from the start: e.g. 30s or 2m)")
         if at is None:
@@ -123,16 +123,25 @@ class _Checker(Checker):
             ok = False
         endpoint = self.endpoint(raw, line)
         ok = ok and endpoint is not None
-        subtree = raw.get("subtree", False)
-        if not isinstance(subtree, bool):
-            self.add(raw.line_of("subtree"), f"subtree must be true or false, not {subtree!r}")
+        subtree = self.limited(raw, "subtree")
+        if "subtree" in raw and subtree is None:
             ok = False
         fault = self.fault_or_clear(raw, line)
         if fault is False:
             ok = False
         if not ok or at is None or endpoint is None or fault is False:
             return None
-        return Step(at, endpoint, fault, subtree, line)
+        return Step(at, endpoint, fault, bool(subtree), line)
+
+    def limited(self, data: LinedMap, key: str) -> Any:
+        """`data[key]` checked against limits.LIMITS; None when absent or (reported) bad."""
+        if key not in data:
+            return None
+        try:
+            return check(key, data[key])
+        except ValueProblem as exc:
+            self.add(data.line_of(key), str(exc))
+            return None
 
     def endpoint(self, raw: LinedMap, line: int) -> str | None:
         if "endpoint" not in raw:
