@@ -5,21 +5,19 @@ the exposition.
 
 from __future__ import annotations
 
-import json
 import subprocess
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, need_tool
+from conftest import need_tool
 from helpers_exporter import (
     ExporterProcess,
     LoopbackServers,
-    http_request,
     wait_until,
     write_inventory,
 )
+from helpers_stack import Prometheus
 
 TIER_COUNTS = {"central": 1, "province": 2, "district": 3, "commune": 4}
 TIER_UP = {"central": 1, "province": 1, "district": 3, "commune": 3}
@@ -66,61 +64,23 @@ def exporter(tmp_path_factory) -> Iterator[ExporterProcess]:
         servers.close()
 
 
-class Prometheus:
-    def __init__(self, binary: str, workdir: Path, target: str):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = workdir / "prometheus.yml"
-        config.write_text(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
-            "scrape_configs:\n  - job_name: bridge\n"
-            f"    static_configs:\n      - targets: ['{target}']\n",
-            encoding="utf-8",
-        )
-        self.log_path = workdir / "prometheus.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def query(self, promql: str) -> list[dict]:
-        status, body = http_request(
-            f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        )
-        assert status == 200, body
-        answer = json.loads(body)
-        assert answer["status"] == "success", answer
-        return answer["data"]["result"]
-
-    def by_label(self, promql: str, label: str) -> dict[str, float]:
-        return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(promql)}
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+def scrape_config(workdir: Path, target: str) -> Path:
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: bridge\n"
+        f"    static_configs:\n      - targets: ['{target}']\n",
+        encoding="utf-8",
+    )
+    return config
 
 
 @pytest.fixture(scope="module")
 def prometheus(exporter, tmp_path_factory) -> Iterator[Prometheus]:
     binary = need_tool("prometheus")
-    server = Prometheus(binary, tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{exporter.port}")
+    workdir = tmp_path_factory.mktemp("prometheus")
+    server = Prometheus(binary, scrape_config(workdir, f"127.0.0.1:{exporter.port}"), workdir)
     try:
-        wait_until(
-            lambda: http_request(server.url + "/-/ready")[0] == 200,
-            20,
-            f"Prometheus to be ready (log: {server.log_path})",
-        )
         wait_until(
             lambda: server.by_label('up{job="bridge"}', "job") == {"bridge": 1.0},
             15,
