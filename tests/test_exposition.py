@@ -50,3 +50,14 @@ def test_values_counters_and_histograms():
         ("bridge_z_seconds_sum", None): 1.5,
         ("bridge_z_seconds_count", None): 5,
     }
+
+
+def test_a_lone_surrogate_cannot_fail_a_scrape():
+    """The inventory loader refuses lone surrogates; a device's answer in a failure
+    reason could still carry one, and one unencodable character would fail /metrics."""
+    family = Family("bridge_probe_failure_info", "gauge", "Why the probe failed.\ud800")
+    family.add(label_text({"endpoint": "e1", "reason": "answer \udcff from the device"}), 1)
+    body = render([family]).encode("utf-8")
+    parsed = _parse(body.decode("utf-8"))["bridge_probe_failure_info"]
+    assert parsed.samples[0].labels["reason"] == "answer \ufffd from the device"
+    assert parsed.documentation == "Why the probe failed.\ufffd"

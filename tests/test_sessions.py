@@ -138,7 +138,7 @@ MISTAKES = [
         "title-with-a-line-end",
         '  - name: s\n    title: "a\\nb"\n    start: 2021-03-27 07:30\n    end: 2021-03-27 09:00\n',
         'title: "a',
-        "title must be one line of printable text",
+        "title holds a line break",
     ),
     (
         "bad-prepare",
@@ -288,3 +288,50 @@ def test_metrics_describe_the_tree_modules_and_targets(tmp_path):
     assert scrape.value("bridge_tier_mos_threshold", tier="district", level="warning") == 3.8
     assert scrape.value("bridge_tier_mos_threshold", tier="commune", level="critical") == 3.1
     assert scrape.samples("bridge_session_active") == []
+
+
+def test_landing_page_shows_the_sessions_on_now_and_their_points_down(tmp_path):
+    now = dt.datetime.now(dt.UTC)
+    hour = dt.timedelta(hours=1)
+    sessions = f"""\
+  - name: preparing
+    title: "Giao ban <huyện>"
+    start: {_wall(now + hour / 2, "Asia/Ho_Chi_Minh")}
+    end: {_wall(now + 2 * hour, "Asia/Ho_Chi_Minh")}
+    endpoints: [{{subtree: d1}}]
+  - name: next-week
+    start: {_wall(now + 24 * 7 * hour, "Asia/Ho_Chi_Minh")}
+    end: {_wall(now + 24 * 7 * hour + hour, "Asia/Ho_Chi_Minh")}
+"""
+    config = tmp_path / "bridge.yml"
+    text = with_sessions(sessions).replace("interval: 30s", "interval: 2s")
+    config.write_text(text, encoding="utf-8")
+    exporter = ExporterProcess(config, tmp_path).start()
+    try:
+        exporter.wait_ready()
+        # Every point probes tcp port 9 on 127.0.0.1, which nothing serves: all go down.
+        exporter.wait_for(
+            lambda s: list(s.by_endpoint("bridge_up").values()) == [0] * 6,
+            20,
+            "every point down",
+        )
+        status, page = exporter.get("/")
+    finally:
+        exporter.stop()
+    assert status == 200
+    section = page.split("<h2>Sessions</h2>")[1].split("</table>")[0]
+    assert "Giao ban &lt;huyện&gt;" in section
+    assert "readiness window open</span>, starts in 2" in section  # 29 or 30 minutes
+    # d1, its two communes and the hall above them: four points, all down.
+    assert "<td>4</td><td class=bad>4</td>" in section
+    assert "next-week" not in section
+
+
+def test_validate_counts_the_sessions(tmp_path):
+    path = tmp_path / "bridge.yml"
+    path.write_text(with_sessions(GOOD_SESSION), encoding="utf-8")
+    done = subprocess.run([*CLI, str(path)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0
+    assert done.stdout == (
+        f"{path}: OK: 6 endpoints (1 central, 2 district, 3 commune), 1 session\n"
+    )

@@ -233,14 +233,14 @@ SINGLE_MISTAKES = [
         [("concurrency: 64\n", "concurrency: 64\nintervall: 10s\n")],
         "intervall:",
         "unknown key 'intervall' in the inventory",
-        "allowed: concurrency, endpoints, interval, modules, thresholds, tiers",
+        "allowed: concurrency, endpoints, interval, modules, sessions, thresholds, tiers",
     ),
     mistake(
         "unknown-tier-key",
         [("  - name: province\n", "  - name: province\n    colour: blue\n")],
         "colour: blue",
         "unknown key 'colour' in a tier",
-        "allowed: modules, name, thresholds",
+        "allowed: availability_target, modules, name, thresholds",
     ),
     mistake(
         "unknown-module-key",
@@ -259,10 +259,11 @@ SINGLE_MISTAKES = [
     ),
     mistake(
         "unknown-threshold-key",
-        [("  loss_warning: 0.02\n", "  loss_warning: 0.02\n  mos_warning: 3.5\n")],
-        "mos_warning",
-        "unknown key 'mos_warning' in thresholds",
-        "allowed: jitter_critical, jitter_warning, loss_critical, loss_warning, rtt_critical",
+        [("  loss_warning: 0.02\n", "  loss_warning: 0.02\n  mos_warn: 3.5\n")],
+        "mos_warn",
+        "unknown key 'mos_warn' in thresholds",
+        "allowed: jitter_critical, jitter_warning, loss_critical, loss_warning, mos_critical, "
+        "mos_warning, rtt_critical, rtt_warning",
     ),
     mistake(
         "unknown-prober-setting",
@@ -366,7 +367,7 @@ SINGLE_MISTAKES = [
         [("    name: Điểm cầu xã Vũ Thư", "\tname: Điểm cầu xã Vũ Thư")],
         "\tname:",
         "YAML syntax error",
-        "indent with spaces, not tabs",
+        "indent and separate with spaces, not tabs",
     ),
     mistake(
         "yaml-unclosed-quote",
@@ -454,6 +455,154 @@ SINGLE_MISTAKES = [
         [("concurrency: 64\n", "concurrency: 64\n[interval, timeout]: 5s\n")],
         "[interval, timeout]",
         "a key must be a plain word, not a list or map",
+    ),
+    # --- text: what validate accepts must render (see also test_inventory_fuzz.py) -----
+    _tier_renamed(  # `$` in a pattern also matches before a final line break
+        "tier-name-with-a-final-line-break",
+        '"commune\\n"',
+        "tier name 'commune\\n' is not a legal Prometheus label name",
+    ),
+    mistake(
+        "endpoint-id-with-a-final-line-break",
+        [("- id: xa-dong-hung", '- id: "xa-dong-hung\\n"')],
+        '- id: "xa-dong-hung',
+        "endpoint id 'xa-dong-hung\\n' may use only letters, digits",
+    ),
+    mistake(
+        "address-with-a-final-line-break",
+        [("address: bridge-01.example", 'address: "bridge-01.example\\n"')],
+        'address: "bridge-01',
+        "'bridge-01.example\\n' is not a valid host name",
+    ),
+    mistake(
+        "address-with-a-junk-zone",
+        [("address: fe80::1", 'address: "fe80::1%<b>"')],
+        "fe80::1%",
+        "'fe80::1%<b>': the zone after % must be an interface name or number",
+    ),
+    *(
+        mistake(
+            f"name-with-{what}",
+            [("name: Điểm cầu xã Vũ Thư", f'name: "Điểm cầu{escape}xã Vũ Thư"')],
+            "Vũ Thư",
+            f"endpoint 'xa-vu-thu': name holds {words} at character 9",
+            "write it as one line of plain text",
+        )
+        for what, escape, words in [
+            ("a-line-break", "\\n", "a line break (U+000A)"),
+            ("a-carriage-return", "\\r", "a carriage return (U+000D)"),
+            ("a-nel", "\\N", "a NEL line break (U+0085)"),
+            ("a-line-separator", "\\L", "a Unicode line separator (U+2028)"),
+            ("a-tab", "\\t", "a tab (U+0009)"),
+            ("an-escape-character", "\\e", "a control character (U+001B)"),
+        ]
+    ),
+    mistake(
+        "name-too-long",
+        [("name: Điểm cầu xã Vũ Thư", f"name: {'Đ' * 300}")],
+        "name: ĐĐĐ",
+        "endpoint 'xa-vu-thu': name is 300 characters long; shorten it to at most 256",
+    ),
+    mistake(
+        "name-blank",
+        [("name: Điểm cầu xã Vũ Thư", "name: '   '")],
+        "name: '   '",
+        "endpoint 'xa-vu-thu': name is blank",
+    ),
+    *(
+        mistake(
+            f"label-value-{what}",
+            [("labels: {site: nha-quoc-hoi}", f"labels: {{site: {written}}}")],
+            "labels:",
+            f"endpoint 'dien-hong': label {words}",
+        )
+        for what, written, words in [
+            ("a-number", "3", "`site` must be text; quote it: site: '3'"),
+            ("a-boolean", "no", "`site` must be text, but YAML reads this value as true or false"),
+            ("two-lines", '"a\\nb"', "'site' holds a line break (U+000A) at character 2"),
+            ("too-long", f"'{'x' * 257}'", "'site' is 257 characters long; shorten it to at most"),
+        ]
+    ),
+    mistake(
+        "module-name-not-plain",
+        [("  mgmt:\n", "  h 323: {prober: h323}\n  mgmt:\n")],
+        "h 323:",
+        "module name 'h 323' may use only letters, digits, '-', '_' and '.'",
+        "rename it",
+    ),
+    mistake(
+        "module-name-a-number",
+        [("  mgmt:\n", "  5060: {prober: h323}\n  mgmt:\n")],
+        "5060:",
+        "module name 5060 may use only letters, digits",
+    ),
+    mistake(
+        "delegates-beyond-any-hall",
+        [("delegates: 250", "delegates: 1000000000000000000000000000000")],
+        "delegates: 1000",
+        "endpoint 'tb-tinh-uy': delegates must be a whole number from 0 to 1,000,000",
+    ),
+    mistake(
+        "not-a-date",
+        [("name: Điểm cầu xã Vũ Thư", "name: 2021-13-45")],
+        "2021-13-45",
+        "YAML reads '2021-13-45' as a date, but it is not a valid one",
+        "put it in quotes if it is text",
+    ),
+    mistake(
+        "tagged-not-a-number",
+        [("parent: tb-tinh-uy\n    address: 127", "parent: !!int tb-tinh-uy\n    address: 127")],
+        "!!int tb-tinh-uy",
+        "YAML reads 'tb-tinh-uy' as a whole number, but it is not a valid one",
+    ),
+    mistake(
+        "unknown-tag",
+        [("name: Điểm cầu xã Vũ Thư", "name: !vault Điểm cầu xã Vũ Thư")],
+        "!vault",
+        "the tag '!vault' cannot be used here",
+        "remove it",
+    ),
+    mistake(
+        "merge-key-as-a-value",
+        [("name: Điểm cầu xã Vũ Thư", "name: <<")],
+        "name: <<",
+        "'<<' is YAML syntax, not a value; put it in quotes if it is text",
+    ),
+    mistake(
+        "lone-surrogate-escape",
+        [("name: Điểm cầu xã Vũ Thư", 'name: "Vũ Thư \\ud83d"')],
+        "Vũ Thư",
+        "holds a lone UTF-16 surrogate (U+D83D), which no text may hold",
+        "write the character itself",
+    ),
+    mistake(
+        "nul-escape",
+        [("name: Điểm cầu xã Vũ Thư", 'name: "Vũ Thư\\0"')],
+        "Vũ Thư",
+        "holds a NUL character (U+0000), which no text may hold; remove it",
+    ),
+    *(
+        mistake(
+            f"raw-{what}",
+            [("name: Điểm cầu xã Vũ Thư", f"name: Vũ Thư{char}xã")],
+            "name: Vũ Thư",
+            f"column 17 holds {words}",
+            fix,
+        )
+        for what, char, words, fix in [
+            ("escape-character", "\x1b", "a control character (U+001B)", "remove it"),
+            ("byte-order-mark", "\ufeff", "a byte order mark (U+FEFF)", "remove it"),
+            ("line-separator", "\u2028", "a Unicode line separator (U+2028)", "line numbers"),
+            ("nel", "\x85", "a NEL line break (U+0085)", "replace it with a normal line end"),
+            ("carriage-return", "\r", "a carriage return (U+000D)", "line numbers"),
+        ]
+    ),
+    mistake(
+        "long-unknown-key-is-not-echoed-whole",
+        [("    delegates: 85\n", f"    delegates: 85\n    {'k' * 1000}: 1\n")],
+        "kkkk",
+        f"unknown key '{'k' * 80}'…(920 more characters) in an endpoint",
+        "allowed: address, delegates",
     ),
 ]
 
@@ -802,14 +951,16 @@ def test_the_thai_binh_example_validates() -> None:
     assert (result.returncode, result.stderr) == (0, "")
     assert result.stdout == (
         "examples/thai-binh.yml: OK: 104 endpoints (1 central, 2 province, 12 district, "
-        "89 commune)\n"
+        "89 commune), 2 sessions\n"
     )
 
 
 def test_a_self_referencing_alias_is_a_problem_not_a_crash():
     with pytest.raises(ConfigError) as caught:
         parse_inventory("tiers: [a, b]\nx: &a [*a]\n", "loop.yml")
-    assert "alias refers to itself" in str(caught.value)
+    (problem,) = caught.value.problems
+    assert problem.line == 2
+    assert "alias *a is used inside its own anchor &a" in problem.message
 
 
 @pytest.mark.parametrize(

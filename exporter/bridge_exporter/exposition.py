@@ -9,10 +9,23 @@ inventory and reused for all its series, so rendering is string joins (see bench
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
+
+# A lone UTF-16 surrogate cannot be encoded as UTF-8: one would fail the whole scrape.
+# The inventory loader refuses them; this keeps any other source (a device's answer in
+# a failure reason) from doing it.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> str:
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def escape_label_value(value: str) -> str:
+    value = _encodable(value)
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
@@ -36,7 +49,7 @@ def format_value(value: float) -> str:
 
 
 def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
+    return _encodable(text).replace("\\", "\\\\").replace("\n", "\\n")
 
 
 class Family:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from ..probes import KINDS, prober_class
 from .errors import ConfigError, Problem
+from .limits import MAX_DELEGATES, MAX_FILE_BYTES, MAX_ID_CHARS, MAX_TEXT_CHARS, shorten, shown
 from .model import DEFAULT_AVAILABILITY_TARGET, Endpoint, Inventory, Module, Thresholds, Tier
 from .sessions import parse_sessions
 from .values import (
@@ -17,12 +18,14 @@ from .values import (
     check_address,
     parse_duration,
     replace_settings,
+    text_problem,
 )
-from .yamlnodes import LinedList, LinedMap, load_lined_yaml
+from .yamlnodes import LinedList, LinedMap, load_lined_yaml, too_big_message
 
 MIN_TIERS, MAX_TIERS = 2, 6
 # Ids go into label values, URLs (/probe?target=) and file names of reports: keep them plain.
-ENDPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Module names follow the same rule (they are `probe` label values and /probe?module=).
+ENDPOINT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 # Label names the exporter itself puts on series (or Prometheus reserves): a tier or a
 # free label may not take them.
 RESERVED_LABELS = frozenset(
@@ -58,7 +61,14 @@ def _not_text(key: str, value: Any) -> str:
     if isinstance(value, list | dict):
         shape = "list" if isinstance(value, list) else "mapping"
         return f"`{key}` must be a single value, not a {shape}"
-    return f"`{key}` must be text; quote it: {key}: '{value}'"
+    if isinstance(value, bool) or value is None:
+        read_as = "true or false" if isinstance(value, bool) else "null (nothing)"
+        return f"`{key}` must be text, but YAML reads this value as {read_as}; put it in quotes"
+    return f"`{key}` must be text; quote it: {key}: '{shorten(str(value))}'"
+
+
+def _plain_id(value: Any) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_ID_CHARS and bool(ENDPOINT_ID.match(value))
 
 
 class Checker:
@@ -86,7 +96,7 @@ class Checker:
         for key in unknown:
             self.add(
                 data.line_of(key),
-                f"unknown key {key!r} in {what}; allowed: {', '.join(sorted(allowed))}",
+                f"unknown key {shown(key)} in {what}; allowed: {', '.join(sorted(allowed))}",
             )
         return unknown
 
@@ -102,15 +112,19 @@ class Checker:
 
 
 def read_config_text(path: str | Path) -> str:
-    """A config file's text; a file that cannot be read or is not UTF-8 raises
-    ConfigError naming it (and the line of the first bad byte)."""
+    """A config file's text; a file that cannot be read, is larger than MAX_FILE_BYTES or
+    is not UTF-8 raises ConfigError naming it (and the line of the first bad byte)."""
     path_text = str(path)
     try:
-        raw = Path(path).read_bytes()
+        with Path(path).open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)  # never more, whatever the file is
     except OSError as exc:
         raise ConfigError(
             [Problem(path_text, 0, f"cannot read the file: {exc.strerror}; check the path")]
         ) from exc
+    if len(raw) > MAX_FILE_BYTES:
+        line = raw.count(b"\n", 0, MAX_FILE_BYTES) + 1
+        raise ConfigError([Problem(path_text, line, too_big_message())])
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -230,7 +244,15 @@ def _modules(check: Checker, root: LinedMap) -> dict[str, Module]:
         return modules
     for name, body in raw.items():
         line = raw.line_of(name)
-        spec = check.mapping(body, line, f"module {name!r}")
+        if not _plain_id(name):
+            check.add(
+                line,
+                f"module name {shown(name)} may use only letters, digits, '-', '_' and '.', "
+                f"starting with a letter or digit, at most {MAX_ID_CHARS} characters; rename it",
+            )
+            check.broken_modules.add(name)
+            continue
+        spec = check.mapping(body, line, f"module {shown(name)}")
         if spec is None:
             check.broken_modules.add(name)
             continue
@@ -238,27 +260,32 @@ def _modules(check: Checker, root: LinedMap) -> dict[str, Module]:
         if kind not in KINDS:
             check.add(
                 spec.line_of("prober"),
-                f"module {name!r}: prober must be one of {', '.join(KINDS)}, not {kind!r}",
+                f"module {shown(name)}: prober must be one of {', '.join(KINDS)}, "
+                f"not {shown(kind)}",
             )
             check.broken_modules.add(name)
             continue
-        check.unknown_keys(spec, MODULE_KEYS | {kind}, f"module {name!r}")
+        check.unknown_keys(spec, MODULE_KEYS | {kind}, f"module {shown(name)}")
         timeout = check.duration(spec, "timeout", DEFAULT_MODULE_TIMEOUT)
         if timeout <= 0:
-            check.add(spec.line_of("timeout"), f"module {name!r}: timeout must be > 0")
+            check.add(spec.line_of("timeout"), f"module {shown(name)}: timeout must be > 0")
             timeout = DEFAULT_MODULE_TIMEOUT
         required = spec.get("required", True)
         if not isinstance(required, bool):
-            check.add(spec.line_of("required"), f"module {name!r}: required must be true/false")
+            check.add(
+                spec.line_of("required"), f"module {shown(name)}: required must be true/false"
+            )
             required = True
         raw_settings = spec.get(kind)
         if raw_settings is not None and not isinstance(raw_settings, LinedMap):
-            check.add(spec.line_of(kind), f"module {name!r}: {kind} settings must be a mapping")
+            check.add(
+                spec.line_of(kind), f"module {shown(name)}: {kind} settings must be a mapping"
+            )
             raw_settings = None
         settings, problems = build_settings(prober_class(kind).Settings, raw_settings)
         for key, message in problems:
             where = raw_settings.line_of(key) if raw_settings and key else spec.line_of(kind)
-            check.add(where, f"module {name!r}: {message}")
+            check.add(where, f"module {shown(name)}: {message}")
         modules[name] = Module(name, kind, timeout, required, settings)
     return modules
 
@@ -271,7 +298,7 @@ def _module_list(check: Checker, value: Any, line: int, modules: dict, what: str
         if name not in modules and name not in check.broken_modules:
             where = value.line_of(index) if isinstance(value, LinedList) else line
             known = ", ".join(modules) or "none defined"
-            check.add(where, f"{what}: unknown module {name!r}; defined modules: {known}")
+            check.add(where, f"{what}: unknown module {shown(name)}; defined modules: {known}")
     return tuple(m for m in value if m in modules or m in check.broken_modules)
 
 
@@ -298,24 +325,33 @@ def _tiers(check: Checker, root: LinedMap, modules: dict, thresholds: Thresholds
         name_line = spec.line_of("name")
         # A bad name is still a tier: keeps the levels below it right and spares its
         # endpoints an "unknown tier" each. The inventory is rejected anyway.
-        if not isinstance(name, str) or not LABEL_NAME.match(name) or name.startswith("__"):
+        if (
+            not isinstance(name, str)
+            or not LABEL_NAME.match(name)
+            or name.startswith("__")
+            or len(name) > MAX_ID_CHARS
+        ):
             check.add(
                 name_line,
-                f"tier name {name!r} is not a legal Prometheus label name; use letters, "
-                "digits and _ (not starting with a digit or __), e.g. district",
+                f"tier name {shown(name)} is not a legal Prometheus label name; use letters, "
+                f"digits and _ (not starting with a digit or __), at most {MAX_ID_CHARS} "
+                "characters, e.g. district",
             )
             name = name if isinstance(name, str) and name not in seen else f"<tier {index + 1}>"
         elif name in RESERVED_LABELS:
-            check.add(name_line, f"tier name {name!r} is reserved by the exporter; rename it")
+            check.add(name_line, f"tier name {shown(name)} is reserved by the exporter; rename it")
         elif name in seen:
             check.add(
                 name_line,
-                f"tier {name!r} is listed twice (first at line {seen[name]}); remove or rename one",
+                f"tier {shown(name)} is listed twice (first at line {seen[name]}); remove or "
+                "rename one",
             )
             continue
         seen[name] = name_line
         tier_modules = (
-            _module_list(check, spec["modules"], spec.line_of("modules"), modules, f"tier {name}")
+            _module_list(
+                check, spec["modules"], spec.line_of("modules"), modules, f"tier {shorten(name)}"
+            )
             if "modules" in spec
             else ()
         )
@@ -350,46 +386,51 @@ def _endpoints(
         endpoint_id = spec.get("id")
         if endpoint_id is not None and not isinstance(endpoint_id, str):
             check.add(
-                spec.line_of("id"), f"endpoint {endpoint_id!r}: {_not_text('id', endpoint_id)}"
+                spec.line_of("id"), f"endpoint {shown(endpoint_id)}: {_not_text('id', endpoint_id)}"
             )
             continue
         if not isinstance(endpoint_id, str) or not endpoint_id.strip():
             check.add(spec.line, "endpoint has no id; add `id:` (letters, digits, - _ .)")
             continue
-        if not ENDPOINT_ID.match(endpoint_id):
+        if not _plain_id(endpoint_id):
             check.add(
                 spec.line_of("id"),
-                f"endpoint id {endpoint_id!r} may use only letters, digits, '-', '_' and '.', "
-                "starting with a letter or digit; rename it (the name can say anything)",
+                f"endpoint id {shown(endpoint_id)} may use only letters, digits, '-', '_' and '.', "
+                f"starting with a letter or digit, at most {MAX_ID_CHARS} characters; rename "
+                "it (the name can say anything)",
             )
         if endpoint_id in specs:
             first = specs[endpoint_id][0].line_of("id")
             check.add(
                 spec.line_of("id"),
-                f"duplicate endpoint id {endpoint_id!r} (first at line {first}); ids must be "
+                f"duplicate endpoint id {shown(endpoint_id)} (first at line {first}); ids must be "
                 "unique",
             )
             continue
         for key in ("name", "tier", "address"):
             if spec.get(key) is None or spec.get(key) == "":
-                check.add(spec.line, f"endpoint {endpoint_id!r}: `{key}` is missing or empty")
+                check.add(spec.line, f"endpoint {shown(endpoint_id)}: `{key}` is missing or empty")
             elif not isinstance(spec[key], str):
                 check.add(
-                    spec.line_of(key), f"endpoint {endpoint_id!r}: {_not_text(key, spec[key])}"
+                    spec.line_of(key), f"endpoint {shown(endpoint_id)}: {_not_text(key, spec[key])}"
                 )
+        name = spec.get("name")
+        problem = text_problem(name, MAX_TEXT_CHARS) if isinstance(name, str) and name else None
+        if problem:
+            check.add(spec.line_of("name"), f"endpoint {shown(endpoint_id)}: name {problem}")
         tier_name = spec.get("tier")
         tier = tier_by_name.get(tier_name) if isinstance(tier_name, str) else None
         if isinstance(tier_name, str) and tier_name and tier is None:
             check.add(
                 spec.line_of("tier"),
-                f"endpoint {endpoint_id!r}: unknown tier {spec.get('tier')!r}; tiers: "
+                f"endpoint {shown(endpoint_id)}: unknown tier {shown(tier_name)}; tiers: "
                 f"{', '.join(tier_by_name)}",
             )
         if isinstance(spec.get("address"), str):
             try:
                 check_address(spec["address"])
             except ValueProblem as exc:
-                check.add(spec.line_of("address"), f"endpoint {endpoint_id!r}: {exc}")
+                check.add(spec.line_of("address"), f"endpoint {shown(endpoint_id)}: {exc}")
         specs[endpoint_id] = (spec, tier)
 
     ancestors = _ancestry(check, specs)
@@ -417,8 +458,8 @@ def _ancestry(check: Checker, specs: dict) -> dict[str, tuple[str, ...]]:
             if parent is not None:
                 check.add(
                     line,
-                    f"endpoint {endpoint_id!r} is in the top tier {tier.name!r} and cannot have "
-                    "a parent; remove `parent:` or change its tier",
+                    f"endpoint {shown(endpoint_id)} is in the top tier {tier.name!r} and cannot "
+                    "have a parent; remove `parent:` or change its tier",
                 )
                 continue
             parent_of[endpoint_id] = None
@@ -426,26 +467,26 @@ def _ancestry(check: Checker, specs: dict) -> dict[str, tuple[str, ...]]:
         if parent is None:
             check.add(
                 line,
-                f"endpoint {endpoint_id!r} has no parent; add `parent:` with the id of the "
+                f"endpoint {shown(endpoint_id)} has no parent; add `parent:` with the id of the "
                 "endpoint above it",
             )
             continue
         if not isinstance(parent, str):
-            check.add(line, f"endpoint {endpoint_id!r}: {_not_text('parent', parent)}")
+            check.add(line, f"endpoint {shown(endpoint_id)}: {_not_text('parent', parent)}")
             continue
         if parent not in specs:
             check.add(
                 line,
-                f"endpoint {endpoint_id!r}: parent {parent!r} is not an endpoint id in this "
-                "file; fix the id or add that endpoint",
+                f"endpoint {shown(endpoint_id)}: parent {shown(parent)} is not an endpoint id "
+                "in this file; fix the id or add that endpoint",
             )
             continue
         parent_tier = specs[parent][1]
         if parent_tier is not None and parent_tier.level >= tier.level:
             check.add(
                 line,
-                f"endpoint {endpoint_id!r} (tier {tier.name}) cannot sit below {parent!r} "
-                f"(tier {parent_tier.name}): a parent must be in a higher tier",
+                f"endpoint {shown(endpoint_id)} (tier {tier.name}) cannot sit below "
+                f"{shown(parent)} (tier {parent_tier.name}): a parent must be in a higher tier",
             )
         parent_of[endpoint_id] = parent
 
@@ -486,7 +527,7 @@ def _endpoint(
     modules: dict[str, Module],
     tier_by_name: dict[str, Tier],
 ) -> Endpoint | None:
-    what = f"endpoint {endpoint_id!r}"
+    what = f"endpoint {shown(endpoint_id)}"
     module_names = (
         _module_list(check, spec["modules"], spec.line_of("modules"), modules, what)
         if "modules" in spec
@@ -504,28 +545,36 @@ def _endpoint(
         label_map = check.mapping(raw_labels, spec.line_of("labels"), f"{what} labels")
         for key, value in (label_map or {}).items():
             bad = not isinstance(key, str) or not LABEL_NAME.match(key) or key.startswith("__")
-            if bad:
+            if bad or len(key) > MAX_ID_CHARS:
                 check.add(
                     label_map.line_of(key),
-                    f"{what}: label {key!r} is not a legal label name; use letters, digits "
-                    "and _ (not starting with a digit or __)",
+                    f"{what}: label {shown(key)} is not a legal label name; use letters, digits "
+                    f"and _ (not starting with a digit or __), at most {MAX_ID_CHARS} characters",
                 )
             elif key in RESERVED_LABELS or key in tier_by_name:
                 owner = "a tier" if key in tier_by_name else "the exporter"
                 check.add(
                     label_map.line_of(key),
-                    f"{what}: label {key!r} collides with the {key!r} label that {owner} puts "
-                    "on every series; rename it",
+                    f"{what}: label {shown(key)} collides with the {shown(key)} label that "
+                    f"{owner} puts on every series; rename it",
                 )
-            elif isinstance(value, dict | list):
-                check.add(label_map.line_of(key), f"{what}: label {key!r} must be a plain value")
+            elif isinstance(value, str):
+                problem = text_problem(value, MAX_TEXT_CHARS) if value else None
+                if problem:
+                    check.add(label_map.line_of(key), f"{what}: label {shown(key)} {problem}")
+                labels[key] = value
             else:
-                labels[key] = str(value)
+                check.add(label_map.line_of(key), f"{what}: label {_not_text(key, value)}")
     delegates = spec.get("delegates")
     if delegates is not None and (
-        not isinstance(delegates, int) or isinstance(delegates, bool) or delegates < 0
+        not isinstance(delegates, int)
+        or isinstance(delegates, bool)
+        or not 0 <= delegates <= MAX_DELEGATES
     ):
-        check.add(spec.line_of("delegates"), f"{what}: delegates must be a whole number >= 0")
+        check.add(
+            spec.line_of("delegates"),
+            f"{what}: delegates must be a whole number from 0 to {MAX_DELEGATES:,}",
+        )
         delegates = None
     coords = {}
     for key, limit in (("latitude", 90), ("longitude", 180)):
@@ -569,11 +618,11 @@ def _overrides(
         if name not in module_names:
             check.add(
                 line,
-                f"{what}: override for {name!r}, which is not one of its modules; add it to "
+                f"{what}: override for {shown(name)}, which is not one of its modules; add it to "
                 "`modules:` or remove the override",
             )
             continue
-        settings_map = check.mapping(body, line, f"{what} override {name!r}")
+        settings_map = check.mapping(body, line, f"{what} override {shown(name)}")
         if settings_map is None:
             continue
         if name in check.broken_modules:

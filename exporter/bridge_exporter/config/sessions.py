@@ -22,12 +22,13 @@ import zoneinfo
 from typing import Any
 
 from .model import Endpoint, Session
+from .values import text_problem
 from .yamlnodes import LinedList, LinedMap
 
 DEFAULT_TIMEZONE = "Asia/Ho_Chi_Minh"
 DEFAULT_PREPARE_SECONDS = 2 * 3600.0
 MAX_TITLE_LENGTH = 300
-SESSION_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 SESSION_KEYS = {"name", "title", "start", "end", "timezone", "prepare", "endpoints"}
 _EXAMPLE_TIME = "2021-03-26 07:30"
 
@@ -79,12 +80,8 @@ def _session(check: Any, spec: LinedMap, endpoints: dict[str, Endpoint]) -> Sess
     if not isinstance(title, str) or not title.strip():
         check.add(spec.line_of("title"), f"{what}: title must be text, e.g. title: 'Hội nghị'")
         title = name
-    elif len(title) > MAX_TITLE_LENGTH or not title.isprintable():
-        check.add(
-            spec.line_of("title"),
-            f"{what}: title must be one line of printable text of at most "
-            f"{MAX_TITLE_LENGTH} characters",
-        )
+    elif problem := text_problem(title, MAX_TITLE_LENGTH):
+        check.add(spec.line_of("title"), f"{what}: title {problem}")
         title = name
     zone = _zone(check, spec, what)
     start = _moment(check, spec, "start", zone, what)
