@@ -9,6 +9,7 @@ import itertools
 import json
 import re
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -223,6 +224,74 @@ def test_exporter_own_metrics(running, scrape):
     assert scrape.value("bridge_exporter_endpoints") == len(ALL_ENDPOINTS)
     assert scrape.value("bridge_exporter_probe_interval_seconds") == 1
     assert scrape.value("bridge_exporter_prober_ready", prober="http") == 1
+
+
+# The exporter's own series as the README's metrics reference promises them: type, label
+# names and HELP. Rules and dashboards read them; moving them into a prometheus_client
+# Collector must not change one.
+EXPORTER_SERIES = {
+    "bridge_exporter_build_info": (
+        "gauge", {"version", "python_version"}, "Exporter version and Python version; always 1."
+    ),
+    "bridge_exporter_rounds_total": ("counter", set(), "Endpoint probe rounds completed."),
+    "bridge_exporter_round_overruns_total": (
+        "counter",
+        set(),
+        "Round starts skipped because the previous round of that endpoint was still running "
+        "(interval too short for the modules' timeouts).",
+    ),
+    "bridge_exporter_probes_total": ("counter", set(), "Probes completed."),
+    "bridge_exporter_prober_errors_total": (
+        "counter",
+        set(),
+        "Probes whose prober raised or overran its deadline (a bug; see log).",
+    ),
+    "bridge_exporter_probes_in_flight": ("gauge", set(), "Probes running now."),
+    "bridge_exporter_probe_interval_seconds": (
+        "gauge", set(), "Configured time between an endpoint's rounds."
+    ),
+    "bridge_exporter_prober_ready": (
+        "gauge",
+        {"prober"},
+        "0 if a prober could not start (e.g. ICMP without permission; see the log).",
+    ),
+    "bridge_exporter_endpoints": ("gauge", set(), "Endpoints in the inventory."),
+    "bridge_exporter_config_last_reload_successful": (
+        "gauge", set(), "1 if the last configuration load succeeded."
+    ),
+    "bridge_exporter_config_last_reload_success_timestamp_seconds": (
+        "gauge", set(), "When the configuration was last loaded successfully (Unix time)."
+    ),
+}  # fmt: skip
+
+
+def _families_in_text(text: str) -> dict[str, tuple[str, str]]:
+    """name -> (TYPE, HELP) straight from the exposition's comment lines."""
+    helps = dict(re.findall(r"^# HELP (\S+) (.*)$", text, re.M))
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    return {name: (kind, helps.get(name, "")) for name, kind in types.items()}
+
+
+def test_exporter_own_series_keep_their_names_types_labels_and_help(scrape, tool):
+    families = _families_in_text(scrape.text)
+    for name, (kind, labels, help_text) in EXPORTER_SERIES.items():
+        assert families.get(name) == (kind, help_text), name
+        samples = scrape.samples(name)
+        assert samples, name
+        assert all(set(s.labels) == labels for s in samples), (name, samples)
+    # Every bridge_exporter_* family is accounted for: the old ones and the new counter.
+    own = {n for n in families if n.startswith("bridge_exporter_")}
+    assert own == {*EXPORTER_SERIES, "bridge_exporter_local_resource_errors_total"}
+    kind, help_text = families["bridge_exporter_local_resource_errors_total"]
+    assert kind == "counter" and "EMFILE" in help_text
+    errors = scrape.samples("bridge_exporter_local_resource_errors_total")
+    assert {s.labels["operation"]: s.value for s in errors} == {"accept": 0, "probe": 0}
+    # Each family once, and the whole page passes Prometheus' own linter.
+    assert len(re.findall(r"^# TYPE bridge_exporter_", scrape.text, re.M)) == len(own)
+    lint = subprocess.run(
+        [tool("promtool"), "check", "metrics"], input=scrape.text, capture_output=True, text=True
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 # --- isolation and overruns ----------------------------------------------------------------

@@ -5,6 +5,7 @@ No packet leaves this machine: targets are 127.0.0.0/8, ::1, or namespace addres
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -247,13 +248,19 @@ def test_without_raw_or_ping_sockets_probes_fail_plainly_then_ping_sockets_work(
     results = allowed["results"]
     assert results["127.0.0.1"]["success"] and results["127.0.0.1"]["received"] == 2
     assert results["localhost"]["success"], results["localhost"]
-    assert results[unreachable]["reason"] == "send_failed:EHOSTUNREACH"
+    assert results[unreachable]["reason"] == "unreachable"  # as every prober says it
     assert results["no-such-host.invalid"]["reason"] == "resolve_failed"
 
 
 async def test_a_thousand_targets_share_one_socket(prober):
     def open_descriptors() -> int:
-        return len(os.listdir("/proc/self/fd"))
+        """Sockets this process holds (pipes of other tests' finished child processes may
+        close meanwhile, so count sockets only)."""
+        sockets = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(FileNotFoundError):  # e.g. listdir's own descriptor
+                sockets += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+        return sockets
 
     targets = [Target(f"c{i}", f"127.0.{i // 250}.{i % 250 + 1}") for i in range(1000)]
     settings = IcmpSettings(count=2, interval=0.1)

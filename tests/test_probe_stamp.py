@@ -10,6 +10,7 @@ import random
 import socket
 import statistics
 import struct
+import threading
 import time
 from collections.abc import Callable
 
@@ -32,6 +33,7 @@ from bridge_exporter.stamp_packet import (
     unix_from_ntp,
 )
 from conftest import free_port, missing
+from scheduler_round import ENDPOINT, one_round, single_module_inventory
 from thread_peers import ThreadUdpPeer, block_loop_once
 
 LOG = logging.getLogger("test.stamp")
@@ -307,8 +309,8 @@ async def test_reflector_down_means_no_reply_within_the_timeout():
     assert result.packet_loss_ratio == 1.0
     assert result.rtt_seconds is None and result.jitter_seconds is None
     assert reflector.dropped == 10
-    # It listened for stragglers until just before the timeout (wait=30 s is capped).
-    assert 0.8 <= result.duration_seconds <= 1.0
+    # It listened for stragglers until the deadline (wait=30 s is capped), and no longer.
+    assert 0.9 <= result.duration_seconds <= 1.0 + 0.1
     assert elapsed <= 1.0 + 0.5
 
 
@@ -526,3 +528,120 @@ def test_settings_defaults_are_voice_like():
     assert isinstance(settings.interval, Seconds) and settings.interval == 0.02
     assert settings.wait == 1.0
     assert StampProber.kind == "stamp" and StampProber.Settings is StampSettings
+
+
+# --- an ICMP error in the middle of a train -------------------------------------------------
+
+
+class RestartingReflector:
+    """A STAMP reflector on its own thread that closes its port after answering
+    `answer_first` packets and opens it again as soon as the kernel has refused the next
+    one (seen as the ICMP port unreachable it sends back), so that exactly one packet of
+    the train is refused mid-way, as when a reflector restarts. Needs a raw ICMP socket to
+    see that message (root or CAP_NET_RAW)."""
+
+    def __init__(self, answer_first: int) -> None:
+        try:
+            self.icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        except PermissionError:
+            missing("a raw ICMP socket (root or CAP_NET_RAW) to see the port unreachable")
+        self.icmp.settimeout(0.05)
+        self.sock = self._bind(0)
+        self.port = self.sock.getsockname()[1]
+        self.answer_first = answer_first
+        self.refused: list[int] = []  # sequence numbers the kernel refused
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _bind(port: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.settimeout(0.05)
+        return sock
+
+    def _serve(self) -> None:
+        self._reflect(until=lambda answered: answered >= self.answer_first)
+        self.sock.close()
+        while not self._stop.is_set() and not self.refused:
+            self._watch_for_port_unreachable()
+        self.sock = self._bind(self.port)
+        self._reflect(until=lambda answered: False)
+
+    def _reflect(self, until: Callable[[int], bool]) -> None:
+        answered = 0
+        while not self._stop.is_set() and not until(answered):
+            try:
+                data, peer = self.sock.recvfrom(65535)
+            except TimeoutError:
+                continue
+            sent = SenderPacket.decode(data)
+            now = ntp_now()
+            reply = ReflectorPacket(
+                sent.sequence, now, 0, now, sent.sequence, sent.timestamp, sent.error_estimate, 64
+            )
+            self.sock.sendto(reply.encode(len(data)), peer)
+            answered += 1
+
+    def _watch_for_port_unreachable(self) -> None:
+        try:
+            data = self.icmp.recv(65535)
+        except TimeoutError:
+            return
+        start = (data[0] & 0x0F) * 4
+        if data[start : start + 2] != bytes([3, 3]):  # not a port unreachable
+            return
+        quoted = data[start + 8 :]  # the IP header and start of the refused datagram
+        udp = (quoted[0] & 0x0F) * 4
+        if len(quoted) < udp + 12:
+            return
+        (port,) = struct.unpack_from("!H", quoted, udp + 2)
+        if port == self.port:
+            self.refused.append(struct.unpack_from("!I", quoted, udp + 8)[0])
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+        self.icmp.close()
+
+
+async def test_a_train_with_replies_and_one_refused_packet_reports_its_figures():
+    reflector = RestartingReflector(answer_first=2)
+    try:
+        done = await one_round(
+            single_module_inventory(
+                "stamp",
+                f"{{port: {reflector.port}, count: 6, interval: 200ms, wait: 500ms}}",
+                "3s",
+                "127.0.0.1",
+            )
+        )
+    finally:
+        reflector.close()
+    result = done.result
+    assert reflector.refused == [2], "exactly packet 2 must have met the closed port"
+    assert any("ICMP port unreachable" in line for line in result.debug), result.debug
+    assert (result.success, result.reason) == (True, "")
+    assert (result.packets_sent, result.packets_received) == (6, 5)
+    assert result.packet_loss_ratio == pytest.approx(1 / 6)
+    assert result.rtt_seconds is not None and 0 < result.rtt_seconds < 0.1
+    assert result.jitter_seconds is not None
+    # The quality figures (MOS, grade) come from this train, not from a fallback.
+    quality = done.state.quality(done.state.inventory.endpoints[ENDPOINT])
+    assert quality is not None and quality.source == "stamp"
+    assert quality.figures.loss_ratio == pytest.approx(1 / 6)
+
+
+async def test_a_train_refused_before_any_reply_stops_early_through_the_scheduler():
+    done = await one_round(
+        single_module_inventory(
+            "stamp", f"{{port: {udp_port()}, count: 50, interval: 20ms}}", "3s", "127.0.0.1"
+        )
+    )
+    result = done.result
+    assert (result.success, result.reason) == (False, "refused")
+    assert 1 <= result.packets_sent < 50
+    assert result.duration_seconds < 1.0

@@ -1,14 +1,21 @@
-"""The probe engine in-process: start spreading, and reloads that leave the cadence alone."""
+"""The probe engine in-process: start spreading, reloads that leave the cadence alone, and
+probers' own results (reason, status, debug lines) surviving the wrapper's backstop."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import time
 
 import pytest
 from bridge_exporter.config import parse_inventory
+from bridge_exporter.probes import Prober, ProbeResult
+from bridge_exporter.probes.tcp import TcpSettings
 from bridge_exporter.scheduler import Probers, Scheduler
 from bridge_exporter.state import State
+from scheduler_round import one_round, single_module_inventory
+from test_probe_sip import start_udp_peer
 
 ENDPOINTS = 20
 INTERVAL = 1.0
@@ -126,3 +133,99 @@ async def test_a_changed_endpoint_restarts_with_its_new_settings(listener):
     finally:
         await scheduler.stop()
         await probers.close()
+
+
+# --- the prober's own result survives the scheduler -----------------------------------------
+
+
+async def test_sip_reason_status_and_debug_survive_the_scheduler():
+    # Only "100 Trying", never a final answer: the prober's own verdict must reach the
+    # state, not a bare "timeout" from the wrapper.
+    transport, _peer, port = await start_udp_peer(lambda p, d, a: p.answer(d, a, 100, "Trying"))
+    try:
+        done = await one_round(
+            single_module_inventory(
+                "sip", f"{{port: {port}, t1: 50ms, t2: 200ms}}", "600ms", "127.0.0.1"
+            )
+        )
+    finally:
+        transport.close()
+    result = done.result
+    assert (result.success, result.reason) == (False, "timeout_after_provisional")
+    assert result.status_code == 100
+    assert "< SIP/2.0 100 Trying" in result.debug
+    assert 0.6 <= result.duration_seconds < 0.6 + 0.5
+    assert done.stats.probe_errors == 0
+
+
+async def test_stamp_reason_survives_an_event_loop_stuck_across_the_deadline():
+    # A reflector that never answers (and sends no ICMP error), and an event loop stuck
+    # from shortly before the probe's deadline to shortly after it, as under a heavy
+    # scrape: the prober's "no_reply", with its figures, must still be what is recorded.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        loop = asyncio.get_running_loop()
+        loop.call_at(loop.time() + 1.0 - 0.2, time.sleep, 0.5)
+        done = await one_round(
+            single_module_inventory(
+                "stamp", f"{{port: {port}, count: 5, interval: 20ms, wait: 30s}}", "1s",
+                "127.0.0.1",
+            )
+        )  # fmt: skip
+    result = done.result
+    assert (result.success, result.reason) == (False, "no_reply")
+    assert (result.packets_sent, result.packets_received) == (5, 0)
+    assert result.packet_loss_ratio == 1.0
+    assert done.stats.probe_errors == 0
+
+
+class _OneProber(Probers):
+    """Hands out one given prober for every kind: a stand-in for a buggy prober."""
+
+    def __init__(self, prober: Prober) -> None:
+        super().__init__()
+        self._prober = prober
+
+    async def get(self, kind: str) -> Prober:
+        return self._prober
+
+
+class _IgnoresItsDeadline(Prober):
+    kind = "tcp"
+    Settings = TcpSettings
+
+    async def probe_until(self, target, settings, deadline, log) -> ProbeResult:
+        await asyncio.sleep(3600)
+        raise AssertionError("not cancelled")
+
+
+class _Raises(Prober):
+    kind = "tcp"
+    Settings = TcpSettings
+
+    async def probe_until(self, target, settings, deadline, log) -> ProbeResult:
+        raise RuntimeError("a bug in the prober")
+
+
+async def test_a_prober_overrunning_its_deadline_is_cut_off_logged_and_counted(caplog):
+    inventory = single_module_inventory("tcp", "{port: 9}", "200ms", "127.0.0.1")
+    with caplog.at_level(logging.ERROR, logger="bridge_exporter.scheduler"):
+        done = await one_round(inventory, _OneProber(_IgnoresItsDeadline()))
+    result = done.result
+    assert (result.success, result.reason) == (False, "timeout")
+    assert any("after its deadline" in line for line in result.debug), result.debug
+    # Cut off a grace period after the deadline, not an hour later, not at the deadline.
+    assert 0.2 + 0.5 <= result.duration_seconds <= 0.2 + 3.0
+    assert done.stats.probe_errors == 1  # bridge_exporter_prober_errors_total
+    assert any("after its deadline" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_prober_that_raises_is_a_prober_error_and_counted(caplog):
+    inventory = single_module_inventory("tcp", "{port: 9}", "1s", "127.0.0.1")
+    with caplog.at_level(logging.ERROR, logger="bridge_exporter.scheduler"):
+        done = await one_round(inventory, _OneProber(_Raises()))
+    assert (done.result.success, done.result.reason) == (False, "prober_error")
+    assert any("RuntimeError: a bug in the prober" in line for line in done.result.debug)
+    assert done.stats.probe_errors == 1
+    assert any(r.exc_info for r in caplog.records), "the traceback is logged"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -52,3 +53,53 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class BurstLog:
+    """Logs the first event of a burst at once and only counts the next ones; once no
+    event has come for `quiet` seconds it logs how many more there were. A burst that goes
+    on is summarised every `every` seconds, so a lasting problem stays visible without a
+    line per event (asyncio retries a failing accept every second, probes fail by the
+    hundred)."""
+
+    def __init__(
+        self, logger: logging.Logger, what: str, quiet: float = 5.0, every: float = 300.0
+    ) -> None:
+        self._logger = logger
+        self._what = what  # plural noun phrase for the summary: "accept errors"
+        self._quiet = quiet
+        self._every = every
+        self._in_burst = False
+        self._more = 0
+        self._last = self._summarised = 0.0
+
+    def event(self, message: str, *args: object) -> None:
+        """One event: `message` is logged (as a warning) only if it starts a burst."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._last = now
+        if self._in_burst:
+            self._more += 1
+            return
+        self._logger.warning(message, *args)
+        self._in_burst, self._more, self._summarised = True, 0, now
+        loop.call_at(now + self._quiet, self._check)
+
+    def _check(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now - self._last >= self._quiet:
+            if self._more:
+                self._logger.warning(
+                    "%d more %s in the last %.0fs; none for %.0fs now",
+                    self._more, self._what, now - self._summarised, self._quiet,
+                )  # fmt: skip
+            self._in_burst = False
+            return
+        if now - self._summarised >= self._every:
+            self._logger.warning(
+                "%d more %s in the last %.0fs, and still happening",
+                self._more, self._what, now - self._summarised,
+            )  # fmt: skip
+            self._more, self._summarised = 0, now
+        loop.call_at(min(self._last + self._quiet, self._summarised + self._every), self._check)

@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
-from . import __version__
 from .config.model import Endpoint, Inventory
 from .exposition import Family, join_labels, label_text, render
 from .inventory_metrics import InventorySeries
 from .probes.base import ProbeResult
-from .scheduler import Scheduler
 from .state import TRAIN_PROBERS, State
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
@@ -93,13 +89,6 @@ class ProbeFamilies:
         yield from self.extra.values()
 
 
-@dataclass
-class ReloadStatus:
-    successful: bool = True
-    success_timestamp: float = 0.0
-    last_error: str = ""
-
-
 class _LabelCache:
     """Each endpoint's escaped label text, computed once per inventory."""
 
@@ -154,7 +143,9 @@ class _EndpointSeries:
             "bridge_down_since_timestamp_seconds", "Start of the current outage (Unix time)."
         )
         self.last_probe = _gauge(
-            "bridge_last_probe_timestamp_seconds", "When the endpoint's last round ended."
+            "bridge_last_probe_timestamp_seconds",
+            "When the endpoint's last measured round ended (rounds that could not run for lack "
+            "of local resources leave it).",
         )
         self.round_duration = _gauge(
             "bridge_round_duration_seconds", "How long the endpoint's last round took."
@@ -224,17 +215,8 @@ class _EndpointSeries:
 class BridgeMetrics:
     """Renders every bridge_* series from the state, fresh at each scrape."""
 
-    def __init__(
-        self,
-        state_ref: Callable[[], State],
-        scheduler_ref: Callable[[], Scheduler | None],
-        reload_status: ReloadStatus,
-        startup_problems: Callable[[], dict[str, str]],
-    ):
+    def __init__(self, state_ref: Callable[[], State]):
         self._state_ref = state_ref
-        self._scheduler_ref = scheduler_ref
-        self._reload = reload_status
-        self._startup_problems = startup_problems
         self._labels = _LabelCache()
         self._inventory_series = InventorySeries()
 
@@ -269,7 +251,6 @@ class BridgeMetrics:
         families = [
             *series.families(),
             *self._tier_families(state),
-            *self._exporter_families(state),
         ]
         inventory_text = self._inventory_series.render(
             state.inventory, self._labels.base, time.time()
@@ -310,77 +291,3 @@ class BridgeMetrics:
                     value = getattr(tier.thresholds, f"{figure}_{level}_{unit}")
                     family.add(label_text({"tier": tier.name, "level": level}), value)
             yield family
-
-    def _exporter_families(self, state: State) -> Iterator[Family]:
-        build = _gauge(
-            "bridge_exporter_build_info", "Exporter version and Python version; always 1."
-        )
-        python = ".".join(map(str, sys.version_info[:3]))
-        build.add(label_text({"version": __version__, "python_version": python}), 1)
-        yield build
-
-        def single(family: Family, value: float) -> Family:
-            family.add("", value)
-            return family
-
-        scheduler = self._scheduler_ref()
-        if scheduler is not None:
-            stats = scheduler.stats
-            yield single(
-                _counter("bridge_exporter_rounds_total", "Endpoint probe rounds completed."),
-                stats.rounds,
-            )
-            yield single(
-                _counter(
-                    "bridge_exporter_round_overruns_total",
-                    "Round starts skipped because the previous round of that endpoint was still "
-                    "running (interval too short for the modules' timeouts).",
-                ),
-                stats.overruns,
-            )
-            yield single(
-                _counter("bridge_exporter_probes_total", "Probes completed."), stats.probes
-            )
-            yield single(
-                _counter(
-                    "bridge_exporter_prober_errors_total",
-                    "Probes whose prober raised instead of returning a result (a bug; see log).",
-                ),
-                stats.probe_errors,
-            )
-            yield single(
-                _gauge("bridge_exporter_probes_in_flight", "Probes running now."), stats.in_flight
-            )
-            yield single(
-                _gauge(
-                    "bridge_exporter_probe_interval_seconds",
-                    "Configured time between an endpoint's rounds.",
-                ),
-                scheduler.inventory.interval,
-            )
-        ready = _gauge(
-            "bridge_exporter_prober_ready",
-            "0 if a prober could not start (e.g. ICMP without permission; see the log).",
-        )
-        startup = self._startup_problems()
-        for kind in sorted({m.prober for m in state.inventory.modules.values()}):
-            ready.add(label_text({"prober": kind}), 0 if kind in startup else 1)
-        yield ready
-        yield single(
-            _gauge("bridge_exporter_endpoints", "Endpoints in the inventory."),
-            len(state.inventory.endpoints),
-        )
-        yield single(
-            _gauge(
-                "bridge_exporter_config_last_reload_successful",
-                "1 if the last configuration load succeeded.",
-            ),
-            1 if self._reload.successful else 0,
-        )
-        yield single(
-            _gauge(
-                "bridge_exporter_config_last_reload_success_timestamp_seconds",
-                "When the configuration was last loaded successfully (Unix time).",
-            ),
-            self._reload.success_timestamp,
-        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -13,12 +14,21 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from .config import ConfigError, Endpoint, Inventory, load_inventory
-from .metrics import BridgeMetrics, ReloadStatus
+from .metrics import BridgeMetrics
 from .probes import ProbeResult
+from .resources import FdLimit, ResourceErrors, fd_budget, log_fd_budget
 from .scheduler import Probers, Scheduler, run_probe
+from .selfmetrics import ExporterCollector
 from .state import State
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReloadStatus:
+    successful: bool = True
+    success_timestamp: float = 0.0
+    last_error: str = ""
 
 
 class Exporter:
@@ -26,19 +36,19 @@ class Exporter:
         self.config_path = str(config_path)
         self.probers = Probers()
         self.state = State(inventory)
-        self.scheduler = Scheduler(inventory, self.state, self.probers)
+        self.resource_errors = ResourceErrors()
+        self.scheduler = Scheduler(inventory, self.state, self.probers, self.resource_errors)
+        self.fd_limit: FdLimit | None = None  # as start-up left it (cli: raise_fd_limit)
+        self._fd_budget_logged: int | None = None  # probes in flight last logged about
         self.reload_status = ReloadStatus(successful=True, success_timestamp=time.time())
         self.started = time.time()
         self.ready = False
         self._reload_lock = asyncio.Lock()
-        self.metrics = BridgeMetrics(
-            lambda: self.state,
-            lambda: self.scheduler,
-            self.reload_status,
-            self.probers.startup_problems,
-        )
-        # The standard process_* and python_* series.
+        self.metrics = BridgeMetrics(lambda: self.state)
+        # The exporter's own bridge_exporter_* series, and the standard process_* and
+        # python_* ones.
         self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ExporterCollector(self))
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -68,6 +78,15 @@ class Exporter:
             self.config_path,
         )
 
+    def check_fd_budget(self, inventory: Inventory | None = None) -> None:
+        """Log what the descriptor limit carries against the probes in flight the
+        inventory may ask for: at start-up once the listeners are open, and after a
+        reload that asks for more."""
+        budget = fd_budget(inventory or self.inventory, self.fd_limit)
+        if self._fd_budget_logged is None or budget.wanted > self._fd_budget_logged:
+            log_fd_budget(budget)
+            self._fd_budget_logged = budget.wanted
+
     async def stop(self) -> None:
         self.ready = False
         await self.scheduler.stop()
@@ -93,6 +112,7 @@ class Exporter:
             log.info(
                 "config reloaded: %d endpoints from %s", len(inventory.endpoints), self.config_path
             )
+            self.check_fd_budget(inventory)
             return True, ""
 
     def find_endpoint(self, target: str) -> Endpoint | None:
@@ -110,6 +130,7 @@ class Exporter:
 
         async def one(module):
             prober = await self.probers.get(module.prober)
-            return module.name, module.prober, await run_probe(prober, endpoint, module, logger)
+            result = await run_probe(prober, endpoint, module, logger, self.scheduler.stats)
+            return module.name, module.prober, result
 
         return list(await asyncio.gather(*(one(m) for m in modules)))

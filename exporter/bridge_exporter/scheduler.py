@@ -5,7 +5,8 @@ the module's timeout, and the next round starts one interval after the previous 
 Starts are spread evenly over the interval so a network of thousands does not burst. A
 round that outlasts the interval is never overlapped by the next: the missed starts are
 counted as overruns and the loop resumes on the next free slot. A semaphore bounds the
-probes in flight across all endpoints; the timeout clock starts when a probe gets its slot.
+probes in flight across all endpoints; a probe's deadline (its module's timeout) is set when
+it gets its slot, and the prober works to it (see run_probe).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import zlib
 from dataclasses import dataclass
 
 from .config.model import Endpoint, Inventory, Module
-from .probes import Prober, ProbeResult, Target, prober_class
+from .logs import BurstLog
+from .probes import Prober, ProbeResult, Target, prober_class, reasons
+from .resources import RAISE_HINT, ResourceErrors
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,7 @@ class SchedulerStats:
     rounds: int = 0
     overruns: int = 0
     probes: int = 0
-    probe_errors: int = 0  # probers that raised (a bug): reported as failures
+    probe_errors: int = 0  # prober bugs (raised, or overran the deadline): failures
     in_flight: int = 0
 
 
@@ -71,32 +74,71 @@ class Probers:
         self._instances.clear()
 
 
+# How long past a probe's deadline the backstop waits before cancelling the prober. A
+# prober returns its own result (and reason) by the deadline; the backstop only catches
+# one that does not, a bug. The grace must outlast how late the event loop runs timers
+# under full load (tens of milliseconds with thousands of probes starting together, more
+# while a large scrape renders), so that a prober finishing on time is never cut off;
+# and stay small next to a probe interval, since a stuck prober keeps its slot till then.
+BACKSTOP_GRACE_SECONDS = 1.0
+
+
 async def run_probe(
-    prober: Prober, endpoint: Endpoint, module: Module, logger: logging.Logger
+    prober: Prober,
+    endpoint: Endpoint,
+    module: Module,
+    logger: logging.Logger,
+    stats: SchedulerStats | None = None,
 ) -> ProbeResult:
-    """Run one probe with its timeout enforced here too, whatever the prober does."""
+    """Run one probe. Its deadline is set here, once: the module's timeout from now (the
+    probe holds its concurrency slot already). The prober works to that deadline and
+    returns its own result. A prober that raises, or that is still running
+    BACKSTOP_GRACE_SECONDS after the deadline, is an exporter bug: logged (to the process
+    log too when `logger` is a /probe request's), counted in `stats.probe_errors`, and
+    reported as prober_error or (cancelled) timeout."""
     loop = asyncio.get_running_loop()
     started = loop.time()
+    deadline = started + module.timeout
     target = Target(endpoint.id, endpoint.address)
+    backstop = asyncio.timeout_at(deadline + BACKSTOP_GRACE_SECONDS)
     try:
-        async with asyncio.timeout(module.timeout):
-            result = await prober.probe(target, module.settings, module.timeout, logger)
-    except TimeoutError:
-        result = ProbeResult(success=False, reason="timeout")
+        async with backstop:
+            result = await prober.probe_until(target, module.settings, deadline, logger)
     except Exception as exc:  # a prober bug must not stop the others
-        logger.exception("prober %s failed on %s", module.prober, endpoint.id)
-        result = ProbeResult(success=False, reason=f"prober_error:{type(exc).__name__}")
+        if isinstance(exc, TimeoutError) and backstop.expired():
+            line = (
+                f"the {module.prober} prober was still running {BACKSTOP_GRACE_SECONDS:g} s "
+                "after its deadline and was cancelled: an exporter bug"
+            )
+            for bug_log in {log, logger}:
+                bug_log.error("%s: %s", endpoint.id, line)
+            result = ProbeResult(success=False, reason=reasons.TIMEOUT, debug=[line])
+        else:
+            for bug_log in {log, logger}:
+                bug_log.exception("prober %s failed on %s", module.prober, endpoint.id)
+            line = f"the {module.prober} prober raised {type(exc).__name__}: {exc}"
+            result = ProbeResult(success=False, reason=reasons.PROBER_ERROR, debug=[line])
+        if stats is not None:
+            stats.probe_errors += 1
     if not result.duration_seconds:
         result.duration_seconds = loop.time() - started
     return result
 
 
 class Scheduler:
-    def __init__(self, inventory: Inventory, state: State, probers: Probers):
+    def __init__(
+        self,
+        inventory: Inventory,
+        state: State,
+        probers: Probers,
+        resource_errors: ResourceErrors | None = None,
+    ):
         self.inventory = inventory
         self.state = state
         self.probers = probers
         self.stats = SchedulerStats()
+        self.resource_errors = resource_errors or ResourceErrors()
+        self._resource_log = BurstLog(log, "probes failed for lack of local resources")
         self._semaphore = asyncio.Semaphore(inventory.concurrency)
         self._tasks: dict[str, asyncio.Task] = {}
         self._epoch: float | None = None  # the start grid's origin, fixed for the process
@@ -188,10 +230,22 @@ class Scheduler:
         async with self._semaphore:
             self.stats.in_flight += 1
             try:
-                result = await run_probe(prober, endpoint, module, log)
+                result = await run_probe(prober, endpoint, module, log, self.stats)
             finally:
                 self.stats.in_flight -= 1
         self.stats.probes += 1
-        if result.reason.startswith("prober_error"):
-            self.stats.probe_errors += 1
+        if result.reason == reasons.LOCAL_RESOURCE_EXHAUSTED:
+            self._note_resource_error(endpoint, module, result)
         self.state.record(endpoint, module, result)
+
+    def _note_resource_error(self, endpoint: Endpoint, module: Module, result: ProbeResult) -> None:
+        """The exporter's trouble, not the endpoint's: counted, logged once per burst."""
+        self.resource_errors.add("probe")
+        detail = result.debug[-1] if result.debug else result.reason
+        self._resource_log.event(
+            "probe %s of %s could not run, the exporter is out of local resources (%s); "
+            "endpoints keep their last state until probes run again. Raise the fd limit "
+            "(%s) or lower `concurrency`. Further such failures are counted in "
+            "bridge_exporter_local_resource_errors_total and summarised here",
+            module.name, endpoint.id, detail, RAISE_HINT,
+        )  # fmt: skip

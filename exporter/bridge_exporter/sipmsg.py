@@ -82,7 +82,7 @@ class SipMessage:
         if value is None:
             return None
         parts = value.split()
-        if len(parts) != 2 or not parts[0].isdigit():
+        if len(parts) != 2 or not is_number(parts[0]):
             return None
         return int(parts[0]), parts[1]
 
@@ -90,6 +90,11 @@ class SipMessage:
         """The branch parameter of the topmost Via, or None."""
         via = self.header("via")
         return header_params(via).get("branch") if via is not None else None
+
+
+def is_number(text: str) -> bool:
+    """True for ASCII digits only: str.isdigit() also accepts "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
 
 
 def canonical_key(name: str) -> str:
@@ -150,7 +155,7 @@ def parse_message(data: bytes) -> SipMessage | None:
     if length_text is None:
         message.body = rest  # a datagram's body runs to its end (RFC 3261 18.3)
     else:
-        if not length_text.isdigit():
+        if not is_number(length_text):
             return None
         length = int(length_text)
         if len(rest) < length:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from .config.model import Endpoint, Inventory, Module
 from .probes.base import ProbeResult
+from .probes.reasons import LOCAL_RESOURCE_EXHAUSTED, REFUSED
 from .quality import Grade, NetworkFigures, grade, mos
 
 # Round-trip buckets from LAN to a bad satellite or 4G hop, with edges at the default
@@ -23,6 +24,9 @@ _BUCKET_TEXTS = tuple(map(repr, RTT_BUCKETS))  # `le` label values, formatted on
 # Probers whose packet trains feed the counters and the RTT histogram, and which give
 # quality figures, best first: the voice-like STAMP train, then ICMP.
 TRAIN_PROBERS = ("stamp", "icmp")
+# Trains whose figures say nothing of the network: no reflector there, or the exporter
+# ran out of resources part way.
+UNMEASURED = frozenset({REFUSED, LOCAL_RESOURCE_EXHAUSTED})
 
 
 @dataclass
@@ -107,17 +111,28 @@ class State:
             state.counters.setdefault(module.name, PacketCounters()).add(result)
 
     def finish_round(self, endpoint: Endpoint, duration: float) -> None:
-        """Decide up/down from the required modules of this round and note transitions."""
+        """Decide up/down from the required modules of this round and note transitions.
+
+        A round whose required probes failed only because the exporter itself ran out of
+        descriptors, buffers or memory measured nothing: the endpoint keeps its up/down
+        state, outage start and last-round time (so bridge_last_probe_timestamp_seconds
+        ages and shows the measurements missing)."""
         state = self.endpoints.get(endpoint.id)
         if state is None:
             return
         now = time.time()
         modules = self.inventory.modules_of(endpoint)
         checked = [m for m in modules if m.required] or modules
-        up = all(
-            (record := state.records.get(m.name)) is not None and record.result.success
+        failed = [
+            record
             for m in checked
-        )
+            if (record := state.records.get(m.name)) is None or not record.result.success
+        ]
+        if failed and all(
+            r is not None and r.result.reason == LOCAL_RESOURCE_EXHAUSTED for r in failed
+        ):
+            return
+        up = not failed
         if state.up is not None and up != state.up:
             state.state_changes += 1
         if state.up != up:
@@ -144,14 +159,15 @@ class State:
         lost is loss 1.0 (poor, MOS 1.0), not a reason to fall back to another prober: a
         firewall dropping media while ping passes must show. A train that could not be
         measured (nothing sent, or the reflector port refused: no reflector there) gives
-        way to the next prober."""
+        way to the next prober, as does one the exporter could not finish for lack of
+        local resources."""
         state = self.endpoints.get(endpoint.id)
         if state is None:
             return None
         for kind in TRAIN_PROBERS:
             for record in state.records.values():
                 result = record.result
-                measured = result.packets_sent > 0 and result.reason != "refused"
+                measured = result.packets_sent > 0 and result.reason not in UNMEASURED
                 if record.module.prober != kind or not measured:
                     continue
                 figures = NetworkFigures(

@@ -13,11 +13,12 @@ import asyncio
 import itertools
 import logging
 import statistics
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+
+from . import reasons
 
 
 class Seconds(float):
@@ -30,8 +31,8 @@ class ProbeResult:
 
     success: bool
     duration_seconds: float = 0.0
-    # Short, stable, machine-friendly reason for a failure ("timeout", "refused",
-    # "icmp_not_permitted", "status_503", ...). Empty on success.
+    # Why it failed, one of the reasons in reasons.py ("timeout", "refused",
+    # "status_503", ...). Empty on success.
     reason: str = ""
     # Round-trip figures (seconds) and loss for probers that send a train of packets.
     rtt_seconds: float | None = None  # mean round-trip time of the answered packets
@@ -76,29 +77,31 @@ async def guarded(
     run: Callable[[], Awaitable[None]],
     result: ProbeResult,
     note: Callable[[str], None],
-    timeout: float,
+    deadline: float,
     timeout_text: str,
     expected: tuple[type[Exception], ...] = (),
-    reason_for: Callable[[Exception], str] = lambda exc: "network_error",
+    reason_for: Callable[[Exception], str] = lambda exc: reasons.NETWORK_ERROR,
 ) -> ProbeResult:
-    """Run one probe's work within `timeout` and fill in `result`: success when `run`
-    returns, else the reason of a ProbeFailed, "timeout" (noted as "<timeout_text> within
-    the N s timeout"), or `reason_for(exc)` of an `expected` error. Sets the duration."""
-    started = time.perf_counter()
+    """Run one probe's work until `deadline` (event-loop time) and fill in `result`:
+    success when `run` returns, else the reason of a ProbeFailed, "timeout" (noted as
+    "<timeout_text> within N s"), or `reason_for(exc)` of an `expected` error. Sets the
+    duration."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout_at(deadline):
             await run()
         result.success = True
     except ProbeFailed as exc:
         result.reason = exc.reason
         note(f"failed ({exc.reason}): {exc}")
     except TimeoutError:
-        result.reason = "timeout"
-        note(f"{timeout_text} within the {timeout:g} s timeout")
+        result.reason = reasons.TIMEOUT
+        note(f"{timeout_text} within {max(0.0, deadline - started):.3g} s")
     except expected as exc:
         result.reason = reason_for(exc)
         note(f"failed ({result.reason}): {type(exc).__name__}: {exc}")
-    result.duration_seconds = time.perf_counter() - started
+    result.duration_seconds = loop.time() - started
     return result
 
 
@@ -137,8 +140,19 @@ class Prober(ABC):
         return None
 
     @abstractmethod
+    async def probe_until(
+        self, target: Target, settings: Any, deadline: float, log: logging.Logger
+    ) -> ProbeResult:
+        """Probe one target and return its result by `deadline` (event-loop time, set once
+        by the scheduler), with the prober's own reason for a failure (reasons.py).
+        Must not raise for anything the network or the device does: those are failed
+        results. An exception is an exporter bug (reason prober_error); a prober still
+        running well past its deadline is one too (the scheduler's backstop)."""
+
     async def probe(
         self, target: Target, settings: Any, timeout: float, log: logging.Logger
     ) -> ProbeResult:
-        """Probe one target. Must return within `timeout` seconds (the scheduler also
-        enforces it) and must not raise for network errors: they are failed results."""
+        """Probe one target within `timeout` seconds from now (for callers without a
+        scheduler: tests, tools)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        return await self.probe_until(target, settings, deadline, log)

@@ -1,5 +1,6 @@
 """What the HTTP-based probers (http, stats) share: the aiohttp client session, the
-failure reasons of a request's errors, and basic authentication.
+request timeout for a deadline, the failure reasons of a request's errors, and basic
+authentication.
 
 One session serves every target of a prober: made at start (or on first use, for a
 prober nobody started) and closed with the prober.
@@ -7,12 +8,14 @@ prober nobody started) and closed with the prober.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import ClassVar
 
 import aiohttp
 
 from .. import __version__
+from . import reasons
 from .base import Prober
 from .netutil import classify_os_error
 
@@ -55,6 +58,12 @@ class HttpClientProber(Prober):
         return self._session
 
 
+def client_timeout(deadline: float) -> aiohttp.ClientTimeout:
+    """aiohttp's timeout for a request that must end by `deadline` (event-loop time)."""
+    remaining = deadline - asyncio.get_running_loop().time()
+    return aiohttp.ClientTimeout(total=max(0.0, remaining))
+
+
 def request_error_reason(exc: Exception) -> str:
     """The failure reason for one of REQUEST_ERRORS, or for a ValueError (a method or
     header aiohttp refuses) bad_settings."""
@@ -62,22 +71,29 @@ def request_error_reason(exc: Exception) -> str:
         return client_error_reason(exc)
     if isinstance(exc, OSError):
         return classify_os_error(exc)
-    return "bad_settings"
+    return reasons.BAD_SETTINGS
 
 
 def client_error_reason(exc: aiohttp.ClientError) -> str:
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "resolve_failed"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return "tls_error"
+        return reasons.RESOLVE_FAILED
+    if isinstance(exc, aiohttp.ClientSSLError | aiohttp.ServerFingerprintMismatch):
+        return reasons.TLS_ERROR
     if isinstance(exc, aiohttp.ClientConnectorError):
         return classify_os_error(exc.os_error)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return reasons.CONNECTION_CLOSED
+    if isinstance(exc, OSError):  # ClientOSError, ClientConnectionResetError
+        return classify_os_error(exc)
     # Before InvalidURL: a redirect to a malformed URL is the server's fault, not ours.
     if isinstance(exc, aiohttp.RedirectClientError):
-        return "http_error"
+        return reasons.INVALID_RESPONSE
     if isinstance(exc, aiohttp.InvalidURL):
-        return "bad_settings"
-    return "http_error"
+        return reasons.BAD_SETTINGS
+    # A malformed status line or header, a broken body, too many redirects.
+    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+        return reasons.INVALID_RESPONSE
+    return reasons.NETWORK_ERROR
 
 
 def read_password_file(path: str) -> str:

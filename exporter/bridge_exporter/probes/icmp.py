@@ -37,8 +37,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .base import Prober, ProbeResult, Seconds, Target, debug_note, mean_successive_difference
-from .netutil import Arrival, Instant, ask_for_receive_timestamps, kernel_receive_time
+from . import reasons
+from .base import (
+    ProbeFailed,
+    Prober,
+    ProbeResult,
+    Seconds,
+    Target,
+    debug_note,
+    mean_successive_difference,
+)
+from .netutil import (
+    Arrival,
+    Instant,
+    ask_for_receive_timestamps,
+    classify_os_error,
+    kernel_receive_time,
+)
 
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
@@ -56,8 +71,6 @@ SEQUENCE_SPACE = 1 << 16
 SOCKET_BUFFER_BYTES = 8 << 20  # room for a burst of replies from thousands of targets
 RECV_BUDGET = 512  # replies handled per reader callback before yielding to the loop
 READ_EVERY_SENDS = 64
-# Finish a little before the caller's timeout so that its own wait_for never fires first.
-DEADLINE_MARGIN = 0.01
 
 NOT_PERMITTED_PROBLEM = (
     "ICMP probes cannot run: this process may not open raw or ping sockets. "
@@ -368,14 +381,13 @@ class IcmpProber(Prober):
         """The shared socket and in-flight requests of one address family."""
         return self._channels.get(family)
 
-    async def probe(
-        self, target: Target, settings: Any, timeout: float, log: logging.Logger
+    async def probe_until(
+        self, target: Target, settings: Any, deadline: float, log: logging.Logger
     ) -> ProbeResult:
         if not self._started:
             await self.start()
         loop = asyncio.get_running_loop()
         began = loop.time()
-        deadline = began + max(0.0, timeout - DEADLINE_MARGIN)
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
 
@@ -386,20 +398,25 @@ class IcmpProber(Prober):
 
         if not self._channels and self._not_permitted:
             note(NOT_PERMITTED_PROBLEM)
-            return finish("icmp_not_permitted")
+            return finish(reasons.ICMP_NOT_PERMITTED)
 
-        resolved = await self._resolve(target.address, settings.ip_version, deadline, note)
-        if resolved is None:
-            return finish("resolve_failed")
-        family, address = resolved
+        try:
+            family, address = await self._resolve(
+                target.address, settings.ip_version, deadline, note
+            )
+        except ProbeFailed as failure:
+            note(str(failure))
+            return finish(failure.reason)
         channel = self._channels.get(family)
         if channel is None:
             if family in self._not_permitted:
                 note(NOT_PERMITTED_PROBLEM)
-                return finish("icmp_not_permitted")
+                return finish(reasons.ICMP_NOT_PERMITTED)
             version = "4" if family == socket.AF_INET else "6"
             note(f"no IPv{version} ICMP socket: {self._unavailable.get(family, 'unavailable')}")
-            return finish(f"ipv{version}_unavailable")
+            return finish(
+                reasons.IPV4_UNAVAILABLE if family == socket.AF_INET else reasons.IPV6_UNAVAILABLE
+            )
 
         note(
             f"pinging {address[0]} with a {channel.mode} socket: count={settings.count} "
@@ -410,13 +427,14 @@ class IcmpProber(Prober):
         if result.packets_received:
             result.success = True
             return finish("")
-        if send_error:
-            return finish(f"send_failed:{send_error}")
-        return finish("no_reply")
+        if send_error is not None:
+            return finish(classify_os_error(send_error))
+        return finish(reasons.NO_REPLY)
 
     async def _resolve(
         self, address: str, ip_version: str, deadline: float, note: Callable[[str], None]
-    ) -> tuple[int, tuple[Any, ...]] | None:
+    ) -> tuple[int, tuple[Any, ...]]:
+        """(family, sockaddr) to ping; ProbeFailed when there is none by the deadline."""
         wanted = {"4": socket.AF_INET, "6": socket.AF_INET6}.get(ip_version)
         try:
             literal = ipaddress.ip_address(address)
@@ -425,8 +443,10 @@ class IcmpProber(Prober):
         if literal is not None:  # fast path: no resolver thread for 10,000 literals
             family = socket.AF_INET if literal.version == 4 else socket.AF_INET6
             if wanted is not None and wanted != family:
-                note(f"{address} is an IPv{literal.version} address but ip_version={ip_version}")
-                return None
+                raise ProbeFailed(
+                    reasons.RESOLVE_FAILED,
+                    f"{address} is an IPv{literal.version} address but ip_version={ip_version}",
+                )
             return family, ((address, 0) if family == socket.AF_INET else (address, 0, 0, 0))
         loop = asyncio.get_running_loop()
         try:
@@ -434,16 +454,19 @@ class IcmpProber(Prober):
                 infos = await loop.getaddrinfo(
                     address, None, family=wanted or 0, type=socket.SOCK_DGRAM
                 )
-        except (OSError, TimeoutError, UnicodeError) as exc:
-            note(f"could not resolve {address}: {str(exc) or 'timed out'}")
-            return None
+        except TimeoutError:
+            text = f"resolving {address} took the whole timeout"
+            raise ProbeFailed(reasons.TIMEOUT, text) from None
+        except (OSError, UnicodeError) as exc:
+            # socket.gaierror is resolve_failed; EMFILE and the like are not the name's fault.
+            reason = classify_os_error(exc) if isinstance(exc, OSError) else reasons.RESOLVE_FAILED
+            raise ProbeFailed(reason, f"could not resolve {address}: {exc}") from None
         infos.sort(key=lambda info: info[0] != socket.AF_INET)  # IPv4 first, stable
         for family, _type, _proto, _name, sockaddr in infos:
             if family in (socket.AF_INET, socket.AF_INET6):
                 note(f"{address} resolved to {sockaddr[0]}")
                 return family, sockaddr
-        note(f"{address} has no IPv4 or IPv6 address")
-        return None
+        raise ProbeFailed(reasons.RESOLVE_FAILED, f"{address} has no IPv4 or IPv6 address")
 
     async def _send_train(
         self,
@@ -452,14 +475,14 @@ class IcmpProber(Prober):
         settings: IcmpSettings,
         deadline: float,
         note: Callable[[str], None],
-    ) -> tuple[list[float | None], str]:
+    ) -> tuple[list[float | None], OSError | None]:
         """Send the requests on schedule; return each sent request's RTT (None if
-        unanswered) in send order, and the first send error's name (or "")."""
+        unanswered) in send order, and the first send error (or None)."""
         loop = asyncio.get_running_loop()
         size = max(int(settings.size), TOKEN_SIZE)
         first_send = loop.time()
         requests: list[tuple[int, _Request]] = []
-        send_error = ""
+        send_error: OSError | None = None
         try:
             for index in range(settings.count):
                 send_at = first_send + index * float(settings.interval)
@@ -486,7 +509,7 @@ class IcmpProber(Prober):
                 except OSError as exc:
                     channel.release(sequence, request)
                     request.future.set_result(None)
-                    send_error = send_error or _errno_name(exc)
+                    send_error = send_error or exc
                     note(f"icmp_seq={sequence}: send failed: {_errno_name(exc)} ({exc.strerror})")
                     continue
                 request.timer = loop.call_at(

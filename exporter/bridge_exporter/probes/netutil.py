@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import reasons
+
 FAMILY_PREFERENCES = ("auto", "ip4", "ip6")
 
 
@@ -94,25 +96,33 @@ _UNREACHABLE = {
     errno.EADDRNOTAVAIL,
     errno.EAFNOSUPPORT,
 }
-_RESET = {errno.ECONNRESET, errno.ECONNABORTED, errno.EPIPE}
+_LOCAL_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_BLOCKED_LOCALLY = {errno.EPERM, errno.EACCES}
 
 
 def classify_os_error(exc: OSError) -> str:
-    """The failure reason for a socket error: refused, timeout, unreachable,
-    resolve_failed, tls_error, reset, or network_error for anything else."""
+    """The failure reason (see reasons.py) for an error of socket(), connect(), send() or
+    recv(): tls_error, resolve_failed, timeout, refused, unreachable, reset,
+    local_resource_exhausted, blocked_locally, or network_error for anything else."""
     if isinstance(exc, ssl.SSLError | ssl.CertificateError):
-        return "tls_error"
+        return reasons.TLS_ERROR
     if isinstance(exc, socket.gaierror):
-        return "resolve_failed"
+        return reasons.RESOLVE_FAILED
     if isinstance(exc, TimeoutError) or exc.errno == errno.ETIMEDOUT:
-        return "timeout"
-    if exc.errno == errno.ECONNREFUSED:
-        return "refused"
+        return reasons.TIMEOUT
+    # By class, not errno: OSError(errno.ECONNRESET) is a ConnectionResetError, and aiohttp
+    # raises ConnectionResetError without an errno.
+    if isinstance(exc, ConnectionRefusedError):
+        return reasons.REFUSED
+    if isinstance(exc, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+        return reasons.RESET
     if exc.errno in _UNREACHABLE:
-        return "unreachable"
-    if exc.errno in _RESET:
-        return "reset"
-    return "network_error"
+        return reasons.UNREACHABLE
+    if exc.errno in _LOCAL_RESOURCES:
+        return reasons.LOCAL_RESOURCE_EXHAUSTED
+    if exc.errno in _BLOCKED_LOCALLY:
+        return reasons.BLOCKED_LOCALLY
+    return reasons.NETWORK_ERROR
 
 
 def tls_context(insecure: bool, ca_file: str | None) -> ssl.SSLContext:

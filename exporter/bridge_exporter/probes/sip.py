@@ -13,13 +13,13 @@ response arrives or the probe's timeout (timer F) ends the transaction.
 The round-trip time runs from the first send to the final response. Over UDP the
 response's arrival is the kernel's receive timestamp (SO_TIMESTAMPNS), so a busy event
 loop that reads it late does not lengthen the figure; over TCP and TLS it is the time the
-response was read.
+response was read. The probe's duration covers the whole probe: resolution, connection
+and TLS handshake included.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import ipaddress
 import logging
 import secrets
@@ -29,13 +29,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
-from ..sipmsg import SipMessage, parse_message, stream_frame_length
+from ..sipmsg import SipMessage, is_number, parse_message, stream_frame_length
+from . import reasons
 from .base import ProbeFailed, Prober, ProbeResult, Seconds, Target
 from .netutil import (
     Arrival,
     Instant,
     ResolveError,
     TimestampedUdp,
+    classify_os_error,
     connect_udp,
     resolve,
     tls_context,
@@ -185,6 +187,10 @@ class _Exchange:
             return f"CSeq {message.header('cseq')!r}"
         return ""
 
+    def duration(self) -> float:
+        """Seconds since the probe started: resolution, connection and TLS included."""
+        return self.loop.time() - self.started_at
+
     def result(self) -> ProbeResult:
         """The result after the final response."""
         code = self.final_code
@@ -192,11 +198,11 @@ class _Exchange:
         assert code is not None and rtt is not None
         valid = self.settings.valid_status_codes
         success = not valid or code in valid
-        reason = "" if success else f"status_{code}"
+        reason = "" if success else reasons.status(code)
         self.note(f"final response {code} after {rtt:.3f}s: {'success' if success else reason}")
         return ProbeResult(
             success=success,
-            duration_seconds=rtt,
+            duration_seconds=self.duration(),
             reason=reason,
             rtt_seconds=rtt,
             status_code=code,
@@ -204,11 +210,10 @@ class _Exchange:
         )
 
     def failure(self, reason: str) -> ProbeResult:
-        elapsed = self.elapsed()
-        self.note(f"failed after {elapsed:.3f}s: {reason}")
+        self.note(f"failed after {self.elapsed():.3f}s: {reason}")
         return ProbeResult(
             success=False,
-            duration_seconds=elapsed,
+            duration_seconds=self.duration(),
             reason=reason,
             status_code=self.provisional_code,
             debug=self.debug,
@@ -216,25 +221,24 @@ class _Exchange:
 
     def timeout_reason(self) -> str:
         if self.provisional_code is not None:
-            return "timeout_after_provisional"
+            return reasons.TIMEOUT_AFTER_PROVISIONAL
         if self.invalid_count:
-            return "invalid_response"
-        return "timeout"
+            return reasons.INVALID_RESPONSE
+        return reasons.TIMEOUT
 
 
 class SipProber(Prober):
     kind = "sip"
     Settings = SipSettings
 
-    async def probe(
-        self, target: Target, settings: Any, timeout: float, log: logging.Logger
+    async def probe_until(
+        self, target: Target, settings: Any, deadline: float, log: logging.Logger
     ) -> ProbeResult:
         exchange = _Exchange(target, settings, log)
         transport = str(settings.transport).lower()
         if transport not in DEFAULT_PORTS:
             exchange.note(f"unknown transport {settings.transport!r}: use udp, tcp or tls")
-            return exchange.failure("invalid_transport")
-        deadline = exchange.started_at + timeout
+            return exchange.failure(reasons.BAD_SETTINGS)
         try:
             async with asyncio.timeout_at(deadline):
                 host, port = _split_address(target.address, settings.port, transport)
@@ -248,19 +252,10 @@ class SipProber(Prober):
         except ProbeFailed as failure:
             exchange.note(str(failure))
             return exchange.failure(failure.reason)
-        except ssl.SSLError as exc:  # before OSError: SSLError is one
-            exchange.note(f"TLS error: {exc}")
-            return exchange.failure("tls_error")
-        except ConnectionRefusedError as exc:
-            exchange.note(f"connection refused: {exc}")
-            return exchange.failure("refused")
-        except OSError as exc:
-            exchange.note(f"network error: {exc}")
-            return exchange.failure(_os_error_reason(exc))
-        except Exception as exc:  # never raise out of a probe: a bug is a failed result
-            log.exception("sip probe of %s failed unexpectedly", target.endpoint_id)
-            exchange.note(f"internal error: {exc!r}")
-            return exchange.failure("internal_error")
+        except OSError as exc:  # ssl.SSLError is one: tls_error
+            reason = classify_os_error(exc)
+            exchange.note(f"{reason}: {type(exc).__name__}: {exc}")
+            return exchange.failure(reason)
 
     async def _exchange_udp(
         self, exchange: _Exchange, host: str, port: int, deadline: float
@@ -338,7 +333,7 @@ class SipProber(Prober):
         try:
             return tls_context(bool(settings.tls_insecure_skip_verify), settings.tls_ca_file)
         except OSError as exc:  # ssl.SSLError is one
-            raise ProbeFailed("tls_error", f"cannot load tls_ca_file: {exc}") from exc
+            raise ProbeFailed(reasons.BAD_SETTINGS, f"cannot load tls_ca_file: {exc}") from exc
 
 
 class _Inbox:
@@ -374,8 +369,8 @@ async def _read_stream(exchange: _Exchange, reader: asyncio.StreamReader) -> Non
             if buffer.strip() and exchange.consider(buffer):
                 return
             if exchange.invalid_count and exchange.provisional_code is None:
-                raise ProbeFailed("invalid_response", "connection closed by the peer")
-            raise ProbeFailed("connection_closed", "connection closed by the peer")
+                raise ProbeFailed(reasons.INVALID_RESPONSE, "connection closed by the peer")
+            raise ProbeFailed(reasons.CONNECTION_CLOSED, "connection closed by the peer")
         buffer += chunk
         while buffer:
             buffer = _drop_leading_garbage(exchange, buffer)
@@ -417,13 +412,13 @@ def _split_address(address: str, port: int, transport: str) -> tuple[str, int]:
         host, _, rest = address[1:].partition("]")
         if not rest:
             return host, default_port
-        if not rest.startswith(":") or not rest[1:].isdigit():
-            raise ProbeFailed("invalid_address", f"bad port in address {address!r}")
+        if not rest.startswith(":") or not is_number(rest[1:]):
+            raise ProbeFailed(reasons.RESOLVE_FAILED, f"bad port in address {address!r}")
         return host, int(rest[1:])
     if address.count(":") == 1:
         host, _, port_text = address.partition(":")
-        if not port_text.isdigit():
-            raise ProbeFailed("invalid_address", f"bad port in address {address!r}")
+        if not is_number(port_text):
+            raise ProbeFailed(reasons.RESOLVE_FAILED, f"bad port in address {address!r}")
         return host, int(port_text)
     return address, default_port
 
@@ -434,7 +429,7 @@ async def _resolve(exchange: _Exchange, host: str, port: int) -> tuple[int, tupl
     try:
         family, address = await resolve(host, port)
     except ResolveError as exc:
-        raise ProbeFailed("resolve_failed", str(exc)) from exc
+        raise ProbeFailed(reasons.RESOLVE_FAILED, str(exc)) from exc
     if address[0] != host:
         exchange.note(f"resolved {host} to {address[0]}")
     return family, address
@@ -448,11 +443,3 @@ def _uri_host(host: str) -> str:
     except ValueError:
         is_v6 = False
     return f"[{host}]" if is_v6 else host
-
-
-def _os_error_reason(exc: OSError) -> str:
-    return {
-        errno.ENETUNREACH: "network_unreachable",
-        errno.EHOSTUNREACH: "host_unreachable",
-        errno.ECONNRESET: "connection_reset",
-    }.get(exc.errno or 0, "network_error")

@@ -22,6 +22,11 @@ when nothing listens there) is replaced before anything is sent. Figures:
   times (the round trip plays the role of the transit time; clock offsets cancel);
 - `stamp_jitter_mad_seconds` = mean absolute difference of successive round-trip times
   in sequence order, the definition the ICMP prober uses, so the two compare.
+
+An ICMP error (port unreachable while a reflector restarts, host unreachable) or a failed
+send costs only the packets it concerns: a train with replies reports its figures. Only
+a refusal before any reply ends the train early (reason `refused`: nothing listens); a
+train without replies fails with the reason of its first socket error, else `no_reply`.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from ..stamp_packet import (
     SenderPacket,
     ntp_from_unix,
 )
+from . import reasons
 from .base import (
     ProbeFailed,
     Prober,
@@ -52,11 +58,16 @@ from .base import (
     debug_note,
     mean_successive_difference,
 )
-from .netutil import Arrival, Instant, ResolveError, TimestampedUdp, connect_udp, resolve
+from .netutil import (
+    Arrival,
+    Instant,
+    ResolveError,
+    TimestampedUdp,
+    classify_os_error,
+    connect_udp,
+    resolve,
+)
 
-# Stop this long before the timeout so that the result, not the scheduler's backstop
-# cancellation, reports what happened.
-_MARGIN_SECONDS = 0.05
 _MAX_NOTED_ANOMALIES = 5
 
 
@@ -103,10 +114,9 @@ class _Session:
         self.residence: list[float] = []
         self.ttls: set[int] = set()
         self.anomalies = 0
-        self.refused = False
-        self.other_error: OSError | None = None
+        self.errors: list[OSError] = []  # socket errors (ICMP errors arrive as these)
         self.expected: int | None = None  # known once sending is over
-        self.stop = asyncio.Event()  # refused, or every sent packet answered
+        self.stop = asyncio.Event()  # refused before any reply, or every sent packet answered
 
     def datagram_received(self, data: bytes, arrival: Arrival) -> None:
         try:
@@ -137,14 +147,17 @@ class _Session:
             self.stop.set()
 
     def error_received(self, exc: OSError) -> None:
-        if isinstance(exc, ConnectionRefusedError):
-            if not self.refused:
-                self.note("ICMP port unreachable: nothing listens on the STAMP port")
-            self.refused = True
+        """An ICMP error for one of our packets, or a failed send. The first refusal
+        before any reply ends the train (nothing listens there); anything else is noted
+        and the train goes on: one lost packet must not cost the figures of the others."""
+        self.errors.append(exc)
+        refused = isinstance(exc, ConnectionRefusedError)
+        if len(self.errors) <= _MAX_NOTED_ANOMALIES:
+            what = "ICMP port unreachable" if refused else "socket error"
+            self.note(f"{what} ({classify_os_error(exc)}): {exc}")
+        if refused and not self.rtt_by_sequence:
+            self.note("refused before any reply: nothing listens on the STAMP port")
             self.stop.set()
-        elif self.other_error is None:
-            self.other_error = exc
-            self.note(f"socket error: {exc}")
 
     def _anomaly(self, text: str) -> None:
         self.anomalies += 1
@@ -156,17 +169,17 @@ class StampProber(Prober):
     kind = "stamp"
     Settings = StampSettings
 
-    async def probe(
-        self, target: Target, settings: StampSettings, timeout: float, log: logging.Logger
+    async def probe_until(
+        self, target: Target, settings: StampSettings, deadline: float, log: logging.Logger
     ) -> ProbeResult:
-        started = time.monotonic()
-        deadline = started + max(0.0, timeout - min(_MARGIN_SECONDS, timeout * 0.05))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
         try:
             await self._run(target, settings, deadline, result, note)
         finally:
-            result.duration_seconds = time.monotonic() - started
+            result.duration_seconds = loop.time() - started
         return result
 
     async def _run(
@@ -180,7 +193,7 @@ class StampProber(Prober):
         # Settings made in code rather than loaded from an inventory were never checked.
         problems = settings.problems()
         if problems:
-            result.reason = "bad_settings"
+            result.reason = reasons.BAD_SETTINGS
             for problem in problems:
                 note(problem)
             return
@@ -207,18 +220,22 @@ class StampProber(Prober):
         note: Callable[[str], None],
     ) -> TimestampedUdp:
         try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            async with asyncio.timeout_at(deadline):
                 family, sockaddr = await resolve(address, port)
         except TimeoutError:
-            raise ProbeFailed("timeout", f"resolving {address} took the whole timeout") from None
+            text = f"resolving {address} took the whole timeout"
+            raise ProbeFailed(reasons.TIMEOUT, text) from None
         except ResolveError as error:
-            raise ProbeFailed("resolve_failed", str(error)) from None
+            raise ProbeFailed(reasons.RESOLVE_FAILED, str(error)) from None
+        except OSError as error:  # e.g. EMFILE while the resolver loads what it needs
+            raise ProbeFailed(classify_os_error(error), f"resolving {address}: {error}") from None
         try:
             sock, given_up = connect_udp(family, sockaddr)
             channel = TimestampedUdp(sock, session.datagram_received, session.error_received)
         except OSError as error:
             raise ProbeFailed(
-                "socket_error", f"cannot open a UDP socket to {sockaddr[0]} port {port}: {error}"
+                classify_os_error(error),
+                f"cannot open a UDP socket to {sockaddr[0]} port {port}: {error}",
             ) from None
         if given_up:
             note(
@@ -237,8 +254,9 @@ class StampProber(Prober):
         deadline: float,
         note: Callable[[str], None],
     ) -> None:
+        loop = asyncio.get_running_loop()
         peer = channel.remote
-        count = _packets_that_fit(settings, deadline - time.monotonic())
+        count = _packets_that_fit(settings, deadline - loop.time())
         if count < settings.count:
             note(
                 f"{settings.count} packets {settings.interval * 1000:g} ms apart do not fit in "
@@ -263,8 +281,8 @@ class StampProber(Prober):
         if len(session.rtt_by_sequence) >= session.expected:
             return
         last_sent = max((sent.at.monotonic for sent in session.sent.values()), default=first)
-        listen_until = min(last_sent + settings.wait, deadline)
-        await _wait(session.stop, listen_until - time.monotonic())
+        listening = min(last_sent + settings.wait - time.monotonic(), deadline - loop.time())
+        await _wait(session.stop, listening)
 
 
 def _packets_that_fit(settings: StampSettings, available: float) -> int:
@@ -321,13 +339,15 @@ def _summarize(session: _Session, result: ProbeResult, note: Callable[[str], Non
         note(f"{len(lost)} lost (sequence numbers {shown})")
     if session.anomalies > _MAX_NOTED_ANOMALIES:
         note(f"{session.anomalies} stray datagrams ignored in all")
-    if session.refused:
-        result.reason = "refused"
-    elif received == 0:
-        result.reason = "no_reply"
-        note("no reply: the reflector is down, filtered, or not a STAMP reflector")
-    else:
+    if len(session.errors) > _MAX_NOTED_ANOMALIES:
+        note(f"{len(session.errors)} socket errors in all")
+    if received:
         result.success = True
+    elif session.errors:
+        result.reason = classify_os_error(session.errors[0])
+    else:
+        result.reason = reasons.NO_REPLY
+        note("no reply: the reflector is down, filtered, or not a STAMP reflector")
 
 
 def rfc3550_jitter(transits: list[float]) -> float:

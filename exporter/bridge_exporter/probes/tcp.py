@@ -14,6 +14,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
+from . import reasons
 from .base import ProbeFailed, Prober, ProbeResult, Target, debug_note, guarded
 from .netutil import ResolveError, classify_os_error, resolve, strip_brackets, tls_context
 
@@ -40,24 +41,31 @@ class TcpProber(Prober):
     kind = "tcp"
     Settings = TcpSettings
 
-    async def probe(
-        self, target: Target, settings: TcpSettings, timeout: float, log: logging.Logger
+    async def probe_until(
+        self, target: Target, settings: TcpSettings, deadline: float, log: logging.Logger
     ) -> ProbeResult:
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
         return await guarded(
-            lambda: self._run(target, settings, result, note), result, note, timeout, "no answer"
+            lambda: self._run(target, settings, result, note),
+            result,
+            note,
+            deadline,
+            "no answer",
+            # Any other socket error (e.g. EMFILE from socket() or the resolver).
+            expected=(OSError,),
+            reason_for=classify_os_error,
         )
 
     async def _run(self, target: Target, settings: TcpSettings, result: ProbeResult, note) -> None:
         port = settings.port
         if not 0 < port < 65536:
-            raise ProbeFailed("bad_settings", f"port must be 1..65535, got {port}")
+            raise ProbeFailed(reasons.BAD_SETTINGS, f"port must be 1..65535, got {port}")
         context = self._tls_context(settings) if settings.tls else None
         try:
             family, sockaddr = await resolve(target.address, port)
         except ResolveError as exc:
-            raise ProbeFailed("resolve_failed", str(exc)) from exc
+            raise ProbeFailed(reasons.RESOLVE_FAILED, str(exc)) from exc
         note(f"connecting to {sockaddr[0]} port {port}")
 
         loop = asyncio.get_running_loop()
@@ -92,7 +100,7 @@ class TcpProber(Prober):
             except (OSError, ssl.SSLError, ValueError) as exc:
                 # Whatever breaks once TCP is up (alert, reset, bad name) is a TLS failure.
                 raise ProbeFailed(
-                    "tls_error", f"TLS handshake with {server_name!r}: {exc}"
+                    reasons.TLS_ERROR, f"TLS handshake with {server_name!r}: {exc}"
                 ) from exc
             handshake_seconds = time.perf_counter() - handshake_started
             result.values["tls_handshake_seconds"] = handshake_seconds
@@ -117,7 +125,7 @@ class TcpProber(Prober):
             return tls_context(settings.tls_insecure_skip_verify, ca_file)
         except OSError as exc:  # ssl.SSLError is one
             raise ProbeFailed(
-                "bad_settings", f"tls_ca_file {ca_file!r}: {exc.strerror or exc}"
+                reasons.BAD_SETTINGS, f"tls_ca_file {ca_file!r}: {exc.strerror or exc}"
             ) from exc
 
 
