@@ -139,6 +139,11 @@ def _app(device: Device) -> web.Application:
     async def doctype(request: web.Request) -> web.Response:
         return web.Response(body=BILLION_LAUGHS, content_type="text/xml")
 
+    async def latin1(request: web.Request) -> web.Response:
+        # A display name in a legacy code page: not UTF-8, as JSON must be.
+        body = b'{"call": {"active": true, "peer": "Caf\xe9 \xd0i\xeam Bi\xean"}}'
+        return web.Response(body=body, content_type="application/json")
+
     async def garbage(request: web.Request) -> web.Response:
         return web.Response(body=b"\x16\x03\x01 {not: json", content_type="application/json")
 
@@ -151,6 +156,11 @@ def _app(device: Device) -> web.Application:
     async def utf16_xml(request: web.Request) -> web.Response:
         body = BILLION_LAUGHS.decode().replace('"1.0"?>', '"1.0" encoding="UTF-16"?>')
         return web.Response(body=body.encode("utf-16"), content_type="text/xml")
+
+    async def utf16_status(request: web.Request) -> web.Response:
+        text = media.cisco_status_xml(device.sample)
+        body = text.replace('"1.0"?>', '"1.0" encoding="UTF-16"?>').encode("utf-16")
+        return web.Response(body=body, content_type="text/xml")
 
     async def hang(request: web.Request) -> web.Response:
         await device.release.wait()
@@ -165,9 +175,11 @@ def _app(device: Device) -> web.Application:
     app.router.add_get("/custom.json", custom)
     app.router.add_get("/doctype.xml", doctype)
     app.router.add_get("/garbage", garbage)
+    app.router.add_get("/latin1.json", latin1)
     app.router.add_get("/broken.xml", broken_xml)
     app.router.add_get("/binary.xml", binary_xml)
     app.router.add_get("/utf16.xml", utf16_xml)
+    app.router.add_get("/utf16-status.xml", utf16_status)
     app.router.add_get("/hang", hang)
     return app
 
@@ -332,13 +344,35 @@ async def test_xml_with_a_doctype_is_refused(device, prober):
     assert "<!DOCTYPE>" in result.debug[-1]
 
 
-async def test_xml_in_utf16_is_refused_as_uncheckable(device, prober):
+async def test_xml_in_utf16_with_a_doctype_is_refused(device, prober):
     settings = StatsSettings(
         url="http://{address}/utf16.xml", port=device.port, preset="cisco_xapi"
     )
     result = await prober.probe(TARGET, settings, 2.0, LOG)
     assert (result.success, result.reason) == (False, "unsafe_xml")
-    assert "UTF-16/32" in result.debug[-1]
+    assert "<!DOCTYPE>" in result.debug[-1]
+
+
+async def test_xml_in_utf16_without_a_doctype_is_read(device, prober):
+    """defusedxml sees declarations in any encoding, so UTF-16 need not be refused."""
+    settings = StatsSettings(
+        url="http://{address}/utf16-status.xml", port=device.port, preset="cisco_xapi"
+    )
+    result = await prober.probe(TARGET, settings, 2.0, LOG)
+    assert result.success, result.debug
+    assert result.values == _expected_values(IN_CALL)
+
+
+async def test_json_that_is_not_utf8_is_read_with_replacement(device, prober):
+    settings = StatsSettings(
+        url="http://{address}/latin1.json",
+        port=device.port,
+        mapping={"media_in_call": "call.active"},
+    )
+    result = await prober.probe(TARGET, settings, 2.0, LOG)
+    assert result.success, result.debug
+    assert result.values == {"media_in_call": 1.0}
+    assert any("undecodable bytes replaced" in line for line in result.debug)
 
 
 @pytest.mark.parametrize("path", ["/garbage", "/broken.xml", "/binary.xml"])
@@ -475,3 +509,47 @@ def test_samples_follow_the_fault():
     flapping = Fault(flap_period_seconds=10)
     assert media.sample_for(flapping, rng, now=5).in_call is True
     assert media.sample_for(flapping, rng, now=15).in_call is False
+
+
+VALIDATE_INVENTORY = """\
+tiers: [province, commune]
+modules:
+  media:
+    prober: stats
+    stats:
+      format: {format}
+      url: "http://{{address}}/status"
+      mapping: {{media_in_call: "{path}"}}
+endpoints:
+  - {{id: p, name: P, tier: province, address: 127.0.0.1, modules: [media]}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("format_name", "path", "problem"),
+    [
+        ("json", "exists(calls..state)", "'calls..state' is not a JSON path"),
+        ("xml", "exists(Status/Call[@)", "'Status/Call[@' is not an XML path"),
+    ],
+)
+def test_validate_reads_mapping_paths_as_the_format_named(format_name, path, problem):
+    from bridge_exporter.config import ConfigError, parse_inventory
+
+    text = VALIDATE_INVENTORY.format(format=format_name, path=path)
+    with pytest.raises(ConfigError) as caught:
+        parse_inventory(text, "bridge.yml")
+    (found,) = caught.value.problems
+    assert found.line == 5 and problem in found.message, found  # the `stats:` line
+
+
+async def test_a_document_of_the_other_format_is_the_devices_parse_error(device, prober):
+    """With `format: auto` the device picks the format: an XPath mapping over the JSON it
+    sent is its answer not fitting (parse_error), not a settings mistake."""
+    settings = StatsSettings(
+        url="http://{address}/custom.json",
+        port=device.port,
+        mapping={"media_in_call": "exists(call[Direction='Incoming']/x[@)"},
+    )
+    result = await prober.probe(TARGET, settings, 2.0, LOG)
+    assert result.reason == "parse_error", result.debug
+    assert any("the device sent a JSON document" in line for line in result.debug)

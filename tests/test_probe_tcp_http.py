@@ -116,8 +116,17 @@ async def _big(request: web.Request) -> web.Response:
     return web.Response(body=b"x" * (2 * MAX_BODY_BYTES) + b"MARKER")
 
 
+async def _charset(request: web.Request) -> web.Response:
+    # The charset a device claims, whatever Python makes of it; the body itself is ASCII
+    # with one backslash escape that unicode_escape turns into a lone surrogate.
+    charset = request.query["charset"]
+    body = b"bridge point ready \\ud800"
+    return web.Response(body=body, headers={"Content-Type": f"text/plain; charset={charset}"})
+
+
 async def _start_site(host: str, ssl_context: ssl.SSLContext | None = None):
     app = web.Application()
+    app.router.add_get("/charset", _charset)
     app.router.add_get("/", _hello)
     app.router.add_get("/missing", _missing)
     app.router.add_get("/secret", _secret)
@@ -185,13 +194,21 @@ def test_classify_os_error() -> None:
         errno.ENETUNREACH: "unreachable",
         errno.EHOSTUNREACH: "unreachable",
         errno.ECONNRESET: "reset",
-        errno.EACCES: "network_error",
+        errno.EPIPE: "reset",
+        errno.EACCES: "blocked_locally",
+        errno.EPERM: "blocked_locally",
+        errno.EMFILE: "local_resource_exhausted",
+        errno.ENFILE: "local_resource_exhausted",
+        errno.ENOBUFS: "local_resource_exhausted",
+        errno.ENOMEM: "local_resource_exhausted",
+        errno.EPROTO: "network_error",
     }
     for code, reason in cases.items():
         assert classify_os_error(OSError(code, "x")) == reason
     assert classify_os_error(socket.gaierror(socket.EAI_NONAME, "x")) == "resolve_failed"
     assert classify_os_error(ssl.SSLError(1, "x")) == "tls_error"
     assert classify_os_error(TimeoutError()) == "timeout"
+    assert classify_os_error(ConnectionResetError("no errno, as aiohttp raises it")) == "reset"
 
 
 def test_cert_not_after_reads_utc_and_generalized_time(cert: Cert, tmp_path: Path) -> None:
@@ -400,6 +417,24 @@ async def test_http_body_regex(http: HttpProber, web_port: int) -> None:
     assert "^maintenance" in result.debug[-1]
     broken = HttpSettings(url=url(web_port), body_regex=r"(unclosed")
     assert (await run(http, "127.0.0.1", broken)).reason == "bad_settings"
+
+
+@pytest.mark.parametrize(
+    "charset", ["idna", "punycode", "rot13", "no-such-charset", "unicode_escape", "utf-16"]
+)
+async def test_http_body_regex_survives_any_charset_a_device_names(
+    http: HttpProber, web_port: int, charset: str
+) -> None:
+    """A charset Python cannot use for this body falls back to UTF-8 with replacement;
+    one it can use (even to odd text) is used. Never bad_settings, never an exception."""
+    settings = HttpSettings(url=url(web_port, f"/charset?charset={charset}"), body_regex=".")
+    result = await run(http, "127.0.0.1", settings)
+    assert (result.success, result.reason) == (True, ""), result.debug
+    ready = HttpSettings(url=url(web_port, f"/charset?charset={charset}"), body_regex="ready")
+    result = await run(http, "127.0.0.1", ready)
+    # UTF-16 and punycode are codecs that read this body as other text: nothing to match.
+    expected = (False, "body_mismatch") if charset in ("utf-16", "punycode") else (True, "")
+    assert (result.success, result.reason) == expected, result.debug
 
 
 async def test_http_reads_at_most_one_mebibyte(http: HttpProber, web_port: int) -> None:

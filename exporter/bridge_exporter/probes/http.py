@@ -2,10 +2,16 @@
 
 For the web interfaces of MCUs, recorders and gateways. One client session serves every
 target; each probe opens a fresh connection so that it measures what a new client meets.
+
+`body_regex` runs in a killable child process (sandbox.py) with a budget of
+BODY_REGEX_SECONDS: a pattern that backtracks catastrophically over a device's body fails
+that probe with `body_regex_timeout` and never stalls the event loop, so every other probe
+runs on time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from dataclasses import dataclass, field
@@ -14,16 +20,24 @@ import aiohttp
 from yarl import URL
 
 from .base import ProbeFailed, ProbeResult, Target, debug_note, guarded
+from .devicetext import decode_body, printable
 from .httpclient import (
     REQUEST_ERRORS,
     HttpClientProber,
     basic_authorization,
+    client_timeout,
     read_password_file,
     request_error_reason,
 )
 from .netutil import bracket
+from .sandbox import WorkerPool, WorkerTimeout
 
 MAX_BODY_BYTES = 1 << 20
+# A sane pattern searches a MiB in milliseconds; one that takes a second is backtracking
+# catastrophically and would take hours. Capped further by what is left of the timeout.
+BODY_REGEX_SECONDS = 1.0
+# The match must give up before the probe's own timeout fires, so that its reason wins.
+_BODY_REGEX_MARGIN_SECONDS = 0.05
 
 
 @dataclass
@@ -31,7 +45,9 @@ class HttpSettings:
     url: str = "http://{address}/"  # {address} becomes the endpoint's address
     method: str = "GET"
     valid_status_codes: list[int] = field(default_factory=list)  # empty: any 2xx
-    body_regex: str | None = None  # the body (first MiB) must match, else body_mismatch
+    # The body (first MiB) must match, else body_mismatch; body_regex_timeout when the
+    # search runs past BODY_REGEX_SECONDS.
+    body_regex: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     tls_insecure_skip_verify: bool = False
     basic_auth_user: str | None = None
@@ -66,8 +82,16 @@ class HttpProber(HttpClientProber):
     Settings = HttpSettings
     force_close = True  # every probe measures what a new client meets
 
-    async def probe(
-        self, target: Target, settings: HttpSettings, timeout: float, log: logging.Logger
+    def __init__(self) -> None:
+        super().__init__()
+        self._workers = WorkerPool()
+
+    async def close(self) -> None:
+        await super().close()
+        await self._workers.close()
+
+    async def probe_until(
+        self, target: Target, settings: HttpSettings, deadline: float, log: logging.Logger
     ) -> ProbeResult:
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
@@ -76,13 +100,13 @@ class HttpProber(HttpClientProber):
             request = _prepare(target, settings)
             shown = request.url.with_password("xxxxx") if request.url.password else request.url
             note(f"{settings.method.upper()} {shown}")
-            await self._exchange(request, settings, timeout, result, note)
+            await self._exchange(request, settings, deadline, result, note)
 
         return await guarded(
             run,
             result,
             note,
-            timeout,
+            deadline,
             "no complete answer",
             expected=(*REQUEST_ERRORS, ValueError),
             reason_for=request_error_reason,
@@ -92,7 +116,7 @@ class HttpProber(HttpClientProber):
         self,
         request: _Request,
         settings: HttpSettings,
-        timeout: float,
+        deadline: float,
         result: ProbeResult,
         note,
     ) -> None:
@@ -102,14 +126,16 @@ class HttpProber(HttpClientProber):
             headers=request.headers,
             allow_redirects=settings.follow_redirects,
             ssl=not settings.tls_insecure_skip_verify,  # False: no verification
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            timeout=client_timeout(deadline),
         ) as response:
             for hop in response.history:
-                note(f"redirected: {hop.status} to {hop.headers.get('Location', '?')}")
+                location = printable(hop.headers.get("Location", "?"))
+                note(f"redirected: {hop.status} to {location}")
             result.status_code = response.status
             version = response.version
             http_version = f"HTTP/{version.major}.{version.minor}" if version else "HTTP"
-            note(f"{http_version} {response.status} {response.reason or ''}".rstrip())
+            reason = printable(response.reason or "")
+            note(f"{http_version} {response.status} {reason}".rstrip())
 
             body, complete = await _read_limited(response.content, MAX_BODY_BYTES)
             length = response.content_length
@@ -123,14 +149,32 @@ class HttpProber(HttpClientProber):
                 expected = ", ".join(map(str, valid)) if valid else "2xx"
                 raise ProbeFailed(f"status_{response.status}", f"expected status {expected}")
             if request.body_pattern is not None:
-                text = _decode(body, response.charset)
-                if not request.body_pattern.search(text):
-                    scope = "body" if complete else f"first {MAX_BODY_BYTES} bytes of the body"
-                    raise ProbeFailed(
-                        "body_mismatch",
-                        f"{scope} does not match /{request.body_pattern.pattern}/",
-                    )
-                note(f"body matches /{request.body_pattern.pattern}/")
+                text = decode_body(body, response.charset)
+                scope = "body" if complete else f"first {MAX_BODY_BYTES} bytes of the body"
+                pattern = request.body_pattern.pattern
+                if not await self._body_matches(pattern, text, scope, deadline):
+                    raise ProbeFailed("body_mismatch", f"{scope} does not match /{pattern}/")
+                note(f"body matches /{pattern}/")
+
+    async def _body_matches(self, pattern: str, text: str, scope: str, deadline: float) -> bool:
+        left = deadline - asyncio.get_running_loop().time() - _BODY_REGEX_MARGIN_SECONDS
+        budget = min(BODY_REGEX_SECONDS, left)
+        request = {"kind": "regex", "pattern": pattern}
+        blob = text.encode("utf-8", "surrogatepass")  # a unicode_escape body may have them
+        try:
+            answer = await self._workers.call(request, [blob], budget)
+        except WorkerTimeout:
+            if budget < BODY_REGEX_SECONDS:
+                raise ProbeFailed(
+                    "timeout", f"/{pattern}/ was still searching the {scope} at the timeout"
+                ) from None
+            raise ProbeFailed(
+                "body_regex_timeout",
+                f"/{pattern}/ took more than {BODY_REGEX_SECONDS:g} s over the {scope}"
+                f" ({len(text)} characters) and was stopped: it backtracks catastrophically"
+                " on this body; simplify it (no nested quantifiers such as (a+)+)",
+            ) from None
+        return bool(answer["found"])
 
 
 def _prepare(target: Target, settings: HttpSettings) -> _Request:
@@ -183,13 +227,6 @@ def _body_pattern(settings: HttpSettings) -> re.Pattern[str] | None:
         return re.compile(settings.body_regex)
     except re.error as exc:
         raise ProbeFailed("bad_settings", f"body_regex {settings.body_regex!r}: {exc}") from exc
-
-
-def _decode(body: bytes, charset: str | None) -> str:
-    try:
-        return body.decode(charset or "utf-8", errors="replace")
-    except LookupError:  # a charset Python does not know
-        return body.decode("utf-8", errors="replace")
 
 
 async def _read_limited(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, bool]:
