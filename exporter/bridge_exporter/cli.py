@@ -15,6 +15,7 @@ from aiohttp import web
 from . import __version__
 from .config import ConfigError, load_inventory
 from .logs import LEVELS, setup_logging
+from .resources import log_simulator_fd_budget, raise_fd_limit
 
 log = logging.getLogger("bridge_exporter")
 DEFAULT_LISTEN = ":9198"
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(simulate)
 
+    _add_check_and_report(sub)
+
     reflector = sub.add_parser("reflector", help="run a STAMP (RFC 8762) session-reflector")
     reflector.add_argument(
         "--listen",
@@ -87,6 +90,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(reflector)
     return parser
+
+
+def _add_check_and_report(sub) -> None:
+    from .check import add_arguments as add_check_arguments
+    from .report.command import add_arguments as add_report_arguments
+
+    check = sub.add_parser(
+        "check",
+        help="probe every point (of a session) now and say whether it is ready "
+        "(exit 0 ready, 3 degraded, 4 down, 1 config error)",
+    )
+    add_check_arguments(check)
+    _add_common(check)
+    report = sub.add_parser("report", help="a session's reliability report from Prometheus history")
+    add_report_arguments(report)
+    _add_common(report)
 
 
 def cmd_validate(files: Sequence[str]) -> int:
@@ -104,7 +123,9 @@ def cmd_validate(files: Sequence[str]) -> int:
             f"{sum(1 for e in inventory.endpoints.values() if e.tier == t.name)} {t.name}"
             for t in inventory.tiers
         )
-        print(f"{path}: OK: {len(inventory.endpoints)} endpoints ({per_tier})")
+        count = len(inventory.sessions)
+        sessions = f", {count} session{'s' if count != 1 else ''}" if count else ""
+        print(f"{path}: OK: {len(inventory.endpoints)} endpoints ({per_tier}){sessions}")
     return 1 if failed else 0
 
 
@@ -135,16 +156,19 @@ class _Signals:
 
 async def serve(config_file: str, listen: list[tuple[str, int]]) -> int:
     from .runtime import Exporter
-    from .web import make_app
+    from .web import make_runner, watch_accept_errors
 
     signals = _Signals()
+    fd_limit = raise_fd_limit()
     try:
         exporter = await Exporter.create(config_file)
     except ConfigError as exc:
         log.error("cannot start: the config file has problems:\n%s", exc)
         return 1
+    exporter.fd_limit = fd_limit
+    watch_accept_errors(asyncio.get_running_loop(), lambda: exporter.resource_errors.add("accept"))
     await exporter.start()
-    runner = web.AppRunner(make_app(exporter), access_log=None, handle_signals=False)
+    runner = make_runner(exporter)
     await runner.setup()
     try:
         for host, port in listen:
@@ -155,6 +179,7 @@ async def serve(config_file: str, listen: list[tuple[str, int]]) -> int:
         await exporter.stop()
         await runner.cleanup()
         return 1
+    exporter.check_fd_budget()
     signals.on_reload = exporter.reload
     await signals.wait()
     log.info("stopping")
@@ -169,26 +194,32 @@ async def _run_until_signal(coro, what: str) -> int:
     task = asyncio.create_task(coro)
     waiter = asyncio.create_task(signals.wait())
     done, _ = await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
-    task.cancel()
     waiter.cancel()
+    if task in done:  # ended on its own; checked before any await, which would re-raise
+        if error := task.exception():
+            log.error("%s failed: %s: %s", what, type(error).__name__, error)
+            return 1
+        return 0
+    task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    if task in done and task.exception():
-        log.error("%s failed: %s", what, task.exception())
-        return 1
     return 0
 
 
 async def simulate(config_file: str, scenario_file: str | None, control: tuple[str, int]) -> int:
     from .simulate.network import serve as serve_simulation
     from .simulate.scenario import load_scenario
+    from .web import watch_accept_errors
 
+    fd_limit = raise_fd_limit()
     try:
         inventory = load_inventory(config_file)
         scenario = load_scenario(scenario_file, inventory) if scenario_file else None
     except ConfigError as exc:
         log.error("cannot simulate: %s", exc)
         return 1
+    log_simulator_fd_budget(inventory, fd_limit)
+    watch_accept_errors(asyncio.get_running_loop())
     return await _run_until_signal(serve_simulation(inventory, scenario, control), "simulator")
 
 
@@ -205,6 +236,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return cmd_validate(args.file)
     if args.command == "simulate":
         return asyncio.run(simulate(args.config_file, args.scenario, args.control_listen))
+    if args.command == "check":
+        from .check import run_check
+
+        return run_check(args.config_file, args.session, args.rounds, args.format, args.lang)
+    if args.command == "report":
+        from .report.command import run_report
+
+        return run_report(args)
     if args.command == "reflector":
         return asyncio.run(reflector(args.listen or [("0.0.0.0", 862)]))
     listen = args.listen or [parse_listen_address(DEFAULT_LISTEN)]

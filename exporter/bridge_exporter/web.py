@@ -2,20 +2,147 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import io
 import logging
 import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
 from . import __version__
+from .config.limits import MAX_TEXT_CHARS, printable, shorten
 from .exposition import label_text, render
+from .logs import BurstLog
 from .metrics import ProbeFamilies
+from .resources import LOCAL_RESOURCE_ERRNOS, RAISE_HINT, current_fd_limit
 from .runtime import Exporter
 
+log = logging.getLogger(__name__)
 EXPORTER_KEY = web.AppKey("exporter", Exporter)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Every HTTP connection holds a descriptor, which probes need too. A client must send a
+# whole request head within this many seconds of connecting (FirstRequestDeadline) or of
+# the previous answer on a kept-alive connection (aiohttp's keep-alive timer, which request
+# bytes do not push back), however it trickles it in. A scrape's head is one small
+# packet, so 15 s is ample on any link and a slow client holds a descriptor no longer.
+# It is also how long an idle kept-alive connection stays open: Prometheus scraping every
+# 15 s or less keeps its connection, a slower scraper reconnects.
+HTTP_REQUEST_TIMEOUT_SECONDS = 15.0
+# How often connections are checked against the deadline: a slow client is cut between
+# HTTP_REQUEST_TIMEOUT_SECONDS and one check later.
+_DEADLINE_CHECK_SECONDS = 1.0
+# No handler reads a request body: after the answer, aiohttp reads and drops what is left
+# of one for at most this long (so the answer is not reset away), then closes.
+HTTP_BODY_LINGER_SECONDS = 5.0
+# How long the landing page keeps warning after the exporter last ran out of resources.
+RECENT_RESOURCE_ERRORS_SECONDS = 600.0
+# What asyncio's accept loop reports on EMFILE & co: once per failed attempt, with a
+# traceback, and it goes on trying the rest of its backlog (a hundred lines a second).
+_ACCEPT_OUT_OF_RESOURCES = "socket.accept() out of system resource"
+
+
+class FirstRequestDeadline:
+    """Closes a connection that has not delivered a whole first request within `limit`
+    seconds of being accepted. aiohttp bounds the wait for every later request on a
+    connection with its keep-alive timer, but before aiohttp 3.14.4 it waits for the first
+    one for ever: a client trickling a header byte a second holds its descriptor as long
+    as it likes."""
+
+    def __init__(self, limit: float) -> None:
+        self._limit = limit
+        # By transport: aiohttp's RequestHandler cannot be weakly referenced.
+        self._served: weakref.WeakSet[asyncio.BaseTransport] = weakref.WeakSet()
+        self._first_seen: weakref.WeakKeyDictionary[asyncio.BaseTransport, float] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+        @web.middleware
+        async def note_request(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            if request.transport is not None:
+                self._served.add(request.transport)
+            return await handler(request)
+
+        return note_request
+
+    def checking(self, runner: web.BaseRunner) -> Callable[[web.Application], AsyncIterator[None]]:
+        """An aiohttp cleanup context that checks the runner's connections meanwhile."""
+
+        async def context(app: web.Application) -> AsyncIterator[None]:
+            task = asyncio.get_running_loop().create_task(self._check_forever(runner))
+            yield
+            task.cancel()
+
+        return context
+
+    async def _check_forever(self, runner: web.BaseRunner) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(_DEADLINE_CHECK_SECONDS)
+            server = runner.server
+            if server is None:
+                continue
+            now = loop.time()
+            for handler in server.connections:
+                transport = handler.transport
+                if transport is None or transport in self._served:
+                    continue
+                if now - self._first_seen.setdefault(transport, now) >= self._limit:
+                    transport.close()
+
+
+def make_runner(exporter: Exporter) -> web.AppRunner:
+    """The HTTP server of the exporter, with the slow-client limits above."""
+    deadline = FirstRequestDeadline(HTTP_REQUEST_TIMEOUT_SECONDS)
+    app = make_app(exporter)
+    app.middlewares.append(deadline.middleware())
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=HTTP_REQUEST_TIMEOUT_SECONDS,
+        lingering_time=HTTP_BODY_LINGER_SECONDS,
+    )
+    app.cleanup_ctx.append(deadline.checking(runner))
+    return runner
+
+
+def watch_accept_errors(
+    loop: asyncio.AbstractEventLoop, on_error: Callable[[], None] | None = None
+) -> None:
+    """Log asyncio's failed accepts for lack of descriptors once per burst, not once per
+    retry with a traceback each; `on_error` counts every one."""
+    burst = BurstLog(log, "accept errors")
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if (
+            context.get("message") == _ACCEPT_OUT_OF_RESOURCES
+            and isinstance(exc, OSError)
+            and exc.errno in LOCAL_RESOURCE_ERRNOS
+        ):
+            if on_error is not None:
+                on_error()
+            burst.event(
+                "cannot accept connections: %s. They wait in the kernel's queue and accepting "
+                "is retried every second; raise the fd limit (%s) or lower `concurrency`. "
+                "Further accept errors are summarised here",
+                exc, RAISE_HINT,
+            )  # fmt: skip
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 def make_app(exporter: Exporter) -> web.Application:
@@ -120,6 +247,10 @@ async def probe(request: web.Request) -> web.Response:
     return web.Response(text=out.getvalue(), content_type="text/plain", charset="utf-8")
 
 
+# The landing page lists sessions whose readiness window opens within this time.
+SESSION_LOOKAHEAD_SECONDS = 24 * 3600
+
+
 def _age(timestamp: float | None) -> str:
     if timestamp is None:
         return "never"
@@ -131,11 +262,72 @@ def _age(timestamp: float | None) -> str:
     return f"{seconds // 3600}h ago"
 
 
+def _span(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60}h{minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
+
+
+def _sessions_section(exporter: Exporter, e: Callable[[object], str]) -> str:
+    """Sessions active now (readiness window or running) and those opening within a day,
+    with how many of the points each needs are down."""
+    now = time.time()
+    state = exporter.state
+    rows = []
+    for session in exporter.inventory.sessions:
+        if session.end <= now or session.window_start > now + SESSION_LOOKAHEAD_SECONDS:
+            continue
+        if now >= session.start:
+            when = f"<span class=bad>running</span>, ends in {_span(session.end - now)}"
+        elif now >= session.window_start:
+            starts = _span(session.start - now)
+            when = f"<span class=bad>readiness window open</span>, starts in {starts}"
+        else:
+            when = f"readiness window opens in {_span(session.window_start - now)}"
+        down = sum(
+            1
+            for endpoint_id in session.endpoints
+            if (endpoint_state := state.endpoints.get(endpoint_id)) and endpoint_state.up is False
+        )
+        rows.append(
+            f"<tr><td>{e(session.name)}</td><td>{e(session.title)}</td><td>{when}</td>"
+            f"<td>{len(session.endpoints)}</td><td class={'bad' if down else 'ok'}>{down}</td></tr>"
+        )
+    if not rows:
+        return ""
+    return (
+        "<h2>Sessions</h2><table><tr><th>session</th><th>title</th><th>when</th>"
+        "<th>points needed</th><th>down now</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _resource_warning(exporter: Exporter) -> str:
+    """A warning while the exporter has recently run out of local resources."""
+    errors = exporter.resource_errors
+    if not errors.seen_within(RECENT_RESOURCE_ERRORS_SECONDS):
+        return ""
+    return (
+        "<p class=bad>The exporter ran out of local resources (file descriptors, socket "
+        f"buffers or memory), last {_age(errors.last_timestamp)}: since it started, "
+        f"{errors.counts.get('probe', 0)} probes could not run (their endpoints kept their "
+        f"last state) and {errors.counts.get('accept', 0)} HTTP connections could not be "
+        f"accepted at once. The fd limit is {current_fd_limit().soft}: raise it "
+        f"({RAISE_HINT}) or lower <code>concurrency</code>.</p>"
+    )
+
+
+# The failed reload's problems the landing page lists; `validate` shows them all.
+LANDING_PAGE_PROBLEMS = 20
+
+
 async def landing_page(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER_KEY]
     state = exporter.state
     inventory = state.inventory
-    e = html.escape
+
+    def e(value: object, limit: int = MAX_TEXT_CHARS) -> str:
+        """Shown as one bounded line of text: invisible characters as escapes."""
+        return html.escape(shorten(printable(str(value)), limit))
+
     rows = []
     for tier in inventory.tiers:
         members = [x for x in inventory.endpoints.values() if x.tier == tier.name]
@@ -160,7 +352,7 @@ async def landing_page(request: web.Request) -> web.Response:
         down_rows.append(
             f"<tr><td>{e(endpoint.id)}</td><td>{e(endpoint.name)}</td><td>{e(endpoint.tier)}</td>"
             f"<td>{e(endpoint.address)}</td><td>{_age(endpoint_state.down_since)}</td>"
-            f"<td>{e('; '.join(failed))}</td>"
+            f"<td>{e('; '.join(failed), 4 * MAX_TEXT_CHARS)}</td>"
             f"<td>{e(f'upstream {cause} is down') if cause else ''}</td></tr>"
         )
     degraded_rows = []
@@ -183,12 +375,19 @@ async def landing_page(request: web.Request) -> web.Response:
         f"{kind} ({mode()} socket)" if (mode := getattr(prober, "socket_mode", None)) else kind
         for kind, prober in sorted(exporter.probers.instances().items())
     )
-    reload_note = (
-        ""
-        if exporter.reload_status.successful
-        else f"<p class=bad>Last config reload FAILED; the previous config keeps running:</p>"
-        f"<pre>{e(exporter.reload_status.last_error)}</pre>"
-    )
+    reload_note = ""
+    if not exporter.reload_status.successful:
+        error_lines = exporter.reload_status.last_error.splitlines()
+        listed = [e(line, 8 * MAX_TEXT_CHARS) for line in error_lines[:LANDING_PAGE_PROBLEMS]]
+        if len(error_lines) > LANDING_PAGE_PROBLEMS:
+            listed.append(
+                f"… and {len(error_lines) - LANDING_PAGE_PROBLEMS:,} more: run bridge-exporter "
+                "validate on the file to see them all"
+            )
+        reload_note = (
+            "<p class=bad>Last config reload FAILED; the previous config keeps running:</p>"
+            "<pre>" + "\n".join(listed) + "</pre>"
+        )
     down_table = (
         "<table><tr><th>id</th><th>name</th><th>tier</th><th>address</th><th>down since</th>"
         "<th>failed probes</th><th>likely cause</th></tr>" + "".join(down_rows) + "</table>"
@@ -216,7 +415,8 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .ok{{color:#197
  &middot; {stats.rounds} rounds, {stats.overruns} overruns, {stats.in_flight} probes in flight
  &middot; up since {_age(exporter.started)}</p>
 <p>Probers: {e(probers)}</p>
-{problems}{reload_note}
+{problems}{reload_note}{_resource_warning(exporter)}
+{_sessions_section(exporter, e)}
 <h2>Tiers</h2>
 <table><tr><th>tier</th><th>endpoints</th><th>up</th><th>down</th><th>not yet probed</th></tr>
 {"".join(rows)}</table>
@@ -232,4 +432,7 @@ td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}} .ok{{color:#197
  <code>POST /-/reload</code></li></ul>
 </body></html>
 """
-    return web.Response(text=page, content_type="text/html", charset="utf-8")
+    # "replace": whatever a value held, the page is served, not an encoding error.
+    return web.Response(
+        body=page.encode("utf-8", "replace"), content_type="text/html", charset="utf-8"
+    )
