@@ -7,9 +7,10 @@ PYTHON  ?= python3
 BIN     := $(VENV)/bin
 # Debian packages the tests run for real: Prometheus + promtool, Alertmanager + amtool,
 # sipp, fping, iproute2 (network namespaces), openssl (test certificates), util-linux
-# (setpriv, to drop CAP_NET_RAW).
-TEST_DEBS := prometheus prometheus-alertmanager sip-tester fping iproute2 openssl util-linux
-TEST_TOOLS := prometheus promtool prometheus-alertmanager amtool sipp fping ip openssl setpriv
+# (setpriv, to drop CAP_NET_RAW), docker-compose (checks docker-compose.yml; no engine
+# needed), chromium (renders the HTML report headless).
+TEST_DEBS := prometheus prometheus-alertmanager sip-tester fping iproute2 openssl util-linux docker-compose chromium
+TEST_TOOLS := prometheus promtool prometheus-alertmanager amtool sipp fping ip openssl setpriv docker-compose chromium
 
 .PHONY: setup demo test lint test-deps clean
 
