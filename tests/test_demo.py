@@ -108,6 +108,15 @@ def test_demo_serves_104_endpoints_and_tier_totals(demo):
     assert "Bridge exporter demo" in log.read_text()
 
 
+def test_demo_shows_the_upcoming_session_in_its_readiness_window(demo):
+    _, text, log = demo
+    active = {
+        s.labels["session"]: s.value for s in _samples(text) if s.name == "bridge_session_active"
+    }
+    assert active == {"nq-dai-hoi-xiii-2021-03-27": 0, "giao-ban-huyen-2027-01-05": 1}
+    assert "session giao-ban-huyen-2027-01-05 moved to" in log.read_text()
+
+
 def test_demo_metrics_show_the_scenario_faults(demo):
     _, text, _ = demo
     samples = _samples(text)

@@ -12,6 +12,36 @@ listen=${DEMO_LISTEN:-127.0.0.1:9198}
 control=${DEMO_CONTROL:-127.0.0.1:9199}
 
 "$bin/bridge-exporter" validate "$inventory"
+# The example's upcoming session is moved to start 30 minutes from now (in a copy of the
+# inventory), so that the demo shows a session in its readiness window.
+workdir=$(mktemp -d "${TMPDIR:-/tmp}/bridge-demo.XXXXXX")
+simulator=""
+cleanup() {
+  if [ -n "$simulator" ]; then
+    kill "$simulator" 2>/dev/null || true
+    wait "$simulator" 2>/dev/null || true
+  fi
+  rm -rf "$workdir"
+}
+trap cleanup EXIT
+session_note=$("$bin/python" - "$inventory" "$workdir/inventory.yml" <<'PY'
+import datetime as dt, re, sys, zoneinfo
+source, target = sys.argv[1], sys.argv[2]
+text = open(source, encoding="utf-8").read()
+zone = zoneinfo.ZoneInfo("Asia/Ho_Chi_Minh")
+start = (dt.datetime.now(zone) + dt.timedelta(minutes=30)).replace(second=0, microsecond=0)
+end = start + dt.timedelta(hours=2)
+block = re.search(r"  - name: giao-ban-huyen-2027-01-05\n(?:    .*\n)+", text)
+if block:
+    moved = re.sub(r"start: .*", f"start: {start:%Y-%m-%d %H:%M}", block.group(0), count=1)
+    moved = re.sub(r"end: .*", f"end: {end:%Y-%m-%d %H:%M}", moved, count=1)
+    text = text[: block.start()] + moved + text[block.end() :]
+    print(f"session giao-ban-huyen-2027-01-05 moved to {start:%H:%M}-{end:%H:%M} (Hà Nội time)")
+open(target, "w", encoding="utf-8").write(text)
+PY
+)
+shown_inventory=$inventory
+inventory=$workdir/inventory.yml
 for address in "$listen" "$control"; do
   "$bin/python" - "$address" <<'PY' || exit 1
 import socket, sys
@@ -26,8 +56,6 @@ done
 "$bin/bridge-exporter" simulate --config.file "$inventory" --scenario "$scenario" \
   --control.listen-address "$control" &
 simulator=$!
-cleanup() { kill "$simulator" 2>/dev/null || true; wait "$simulator" 2>/dev/null || true; }
-trap cleanup EXIT
 trap 'exit 0' INT TERM
 
 for _ in $(seq 50); do
@@ -44,7 +72,8 @@ done
 
 cat <<TXT
 
-  Bridge exporter demo: ${inventory} ($(grep -c '^  - id:' "$inventory") endpoints), scenario ${scenario}
+  Bridge exporter demo: ${shown_inventory} ($(grep -c '^  - id:' "$inventory") endpoints), scenario ${scenario}
+  ${session_note:-no upcoming session to show}
     landing page   http://${listen}/          (tiers, endpoints down now, degraded quality)
     metrics        http://${listen}/metrics   (try: curl -s http://${listen}/metrics | grep '^bridge_up')
     ad-hoc probe   http://${listen}/probe?target=tb-hung-ha&debug=true
