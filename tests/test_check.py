@@ -169,3 +169,25 @@ def test_progress_bar_only_on_a_terminal(network: Path) -> None:
     assert b"\rprobing [" in output and b"] 3/3" in output
     piped = check(network, "--session=ready")
     assert "probing" not in piped.stderr + piped.stdout and "[#" not in piped.stderr
+
+
+def test_points_this_host_could_not_probe_are_not_ready_nor_down(network: Path) -> None:
+    """Out of descriptors (a limit of 7 leaves none for most probes), the healthy points
+    are neither passed nor called down: exit 5, "NOT CHECKED", the local reason."""
+    import resource
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (7, 7))
+
+    result = subprocess.run(
+        [*exporter_command(), "check", f"--config.file={network}", "--session=ready"],
+        preexec_fn=few_descriptors,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert "NOT CHECKED" in result.stdout
+    assert "local_resource_exhausted" in result.stdout
+    assert " DOWN " not in result.stdout
+    assert "Result: NOT READY" in result.stdout and "(exit 5)" in result.stdout

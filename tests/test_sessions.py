@@ -111,6 +111,26 @@ MISTAKES = [
         "start is a date without a time; write a date and time",
     ),
     (
+        "quoted-date-without-time",
+        '  - name: s\n    start: "2021-03-27"\n    end: 2021-03-27 09:00\n',
+        'start: "2021-03-27"',
+        "start is a date without a time; write a date and time",
+    ),
+    (
+        "time-in-a-dst-gap",
+        "  - name: s\n    start: 2026-03-29 02:30\n    end: 2026-03-29 09:00\n"
+        "    timezone: Europe/Berlin\n",
+        "start: 2026-03-29 02:30",
+        "start 2026-03-29 02:30 does not exist in Europe/Berlin",
+    ),
+    (
+        "time-that-happens-twice",
+        "  - name: s\n    start: 2026-10-25 02:30\n    end: 2026-10-25 09:00\n"
+        "    timezone: Europe/Berlin\n",
+        "start: 2026-10-25 02:30",
+        "start 2026-10-25 02:30 happens twice in Europe/Berlin",
+    ),
+    (
         "not-a-time",
         "  - name: s\n    start: 2021-03-27 07:30\n    end: half past eleven\n",
         "end: half past eleven",

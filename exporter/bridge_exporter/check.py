@@ -6,7 +6,9 @@ point fails here exactly when the running exporter would report it down, with th
 reasons and deadlines.
 
 Exit codes (fit for cron): 0 every point passed; 1 the config file has problems (as
-`validate`); 2 bad command line (argparse); 3 some points degraded, none down; 4 some down.
+`validate`); 2 bad command line (argparse); 3 some points degraded, none down; 4 some down;
+5 some points could not be checked (this host ran out of descriptors, buffers or memory
+while probing them: they were not measured, so they cannot count as ready), none down.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from typing import TextIO
 from .config import ConfigError, load_inventory
 from .config.model import Endpoint, Inventory, Session
 from .i18n import format_time, text, zone
+from .probes.reasons import LOCAL_RESOURCE_EXHAUSTED
 from .quality import Grade
+from .resources import raise_fd_limit
 from .scheduler import Probers, run_probe
 from .state import State
 
@@ -32,8 +36,9 @@ EXIT_OK = 0
 EXIT_CONFIG = 1
 EXIT_DEGRADED = 3
 EXIT_DOWN = 4
+EXIT_UNCHECKED = 5
 
-UP, DEGRADED, DOWN = "up", "degraded", "down"
+UP, DEGRADED, DOWN, UNCHECKED = "up", "degraded", "down", "unchecked"
 
 
 @dataclass
@@ -43,6 +48,7 @@ class PointResult:
 
     endpoint: Endpoint
     rounds_down: int = 0
+    rounds_unmeasured: int = 0  # rounds that failed only for this host's lack of resources
     grade: Grade | None = None  # worst grade seen; None when no train measured
     reasons: list[str] = field(default_factory=list)
     figures: dict[str, float] | None = None
@@ -52,6 +58,8 @@ class PointResult:
     def status(self) -> str:
         if self.rounds_down:
             return DOWN
+        if self.rounds_unmeasured:
+            return UNCHECKED
         if self.grade is not None and self.grade > Grade.GOOD:
             return DEGRADED
         return UP
@@ -117,6 +125,19 @@ def _note_round(point: PointResult, state: State, inventory: Inventory) -> None:
     """Fold one round into the point's result; figures and reasons from its worst round."""
     endpoint_state = state.endpoints[point.endpoint.id]
     quality = state.quality(point.endpoint)
+    modules = inventory.modules_of(point.endpoint)
+    checked = {m.name for m in modules if m.required} or {m.name for m in modules}
+    failed = [
+        record.result.reason
+        for name, record in endpoint_state.records.items()
+        if name in checked and not record.result.success
+    ]
+    if failed and all(reason == LOCAL_RESOURCE_EXHAUSTED for reason in failed):
+        # The exporter's engine leaves up/down as it was after such a round: it measured
+        # nothing, so the point is neither ready nor down.
+        point.rounds_unmeasured += 1
+        point.reasons = point.reasons or [f"{name}: {LOCAL_RESOURCE_EXHAUSTED}" for name in checked]
+        return
     down = endpoint_state.up is False
     severity = (down, quality.grade if quality else Grade.GOOD)
     if down:
@@ -134,8 +155,6 @@ def _note_round(point: PointResult, state: State, inventory: Inventory) -> None:
             "loss_ratio": quality.figures.loss_ratio,
             "mos": quality.mos,
         }
-    modules = inventory.modules_of(point.endpoint)
-    checked = {m.name for m in modules if m.required} or {m.name for m in modules}
     point.reasons = [
         f"{name}: {record.result.reason or 'failed'}"
         for name, record in sorted(endpoint_state.records.items())
@@ -201,7 +220,16 @@ def summarize(
         )
     down = sum(1 for r in results.values() if r.status == DOWN)
     degraded = sum(1 for r in results.values() if r.status == DEGRADED)
-    code = EXIT_DOWN if down else EXIT_DEGRADED if degraded else EXIT_OK
+    unchecked = sum(1 for r in results.values() if r.status == UNCHECKED)
+    code = (
+        EXIT_DOWN
+        if down
+        else EXIT_UNCHECKED
+        if unchecked
+        else EXIT_DEGRADED
+        if degraded
+        else EXIT_OK
+    )
     return {
         "session": {"name": session.name, "title": session.title} if session else None,
         "checked_at": started,
@@ -210,6 +238,7 @@ def summarize(
         "points": len(results),
         "down": down,
         "degraded": degraded,
+        "unchecked": unchecked,
         "exit_code": code,
         "tiers": tiers,
         "problems": problems,
@@ -285,7 +314,13 @@ def render_table(summary: dict, lang: str) -> str:
     lines.append("")
     code = summary["exit_code"]
     lines.append(
-        text(lang, f"check.result.{code}", down=summary["down"], degraded=summary["degraded"])
+        text(
+            lang,
+            f"check.result.{code}",
+            down=summary["down"],
+            degraded=summary["degraded"],
+            unchecked=summary["unchecked"],
+        )
     )
     return "\n".join(lines) + "\n"
 
@@ -294,7 +329,7 @@ def _problem_line(problem: dict, lang: str, indent: str) -> str:
     status = text(lang, f"status.{problem['status']}")
     if problem["caused_by"]:
         why = text(lang, "check.behind", cause=problem["caused_by"])
-    elif problem["status"] == DOWN:
+    elif problem["status"] in (DOWN, UNCHECKED):
         why = ", ".join(problem["reasons"]) or "-"
     else:
         grade = {"degraded": 1, "poor": 2}.get(problem["grade"] or "", 1)
@@ -351,6 +386,7 @@ def run_check(
             )
             return EXIT_CONFIG
     points = select_points(inventory, session)
+    raise_fd_limit()  # as the exporter does: probes beyond the limit measure nothing
     started = time.time()
     progress = Progress(len(points) * rounds, text(lang, "check.progress"))
     try:

@@ -31,6 +31,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "status.degraded": ("DEGRADED", "SUY GIẢM"),
     "status.down": ("DOWN", "MẤT KẾT NỐI"),
     "status.unknown": ("not checked", "chưa kiểm tra"),
+    "status.unchecked": ("NOT CHECKED", "CHƯA ĐO ĐƯỢC"),
     "check.problems": ("Problems (root causes first)", "Sự cố (nguyên nhân gốc trước)"),
     "check.no_problems": ("No problems: every point passed.", "Không có sự cố: mọi điểm cầu đạt."),
     "check.parent": ("parent {parent}: {state}", "cấp trên {parent}: {state}"),
@@ -58,6 +59,13 @@ STRINGS: dict[str, tuple[str, str]] = {
     "check.result.4": (
         "Result: NOT READY, {down} point(s) down, {degraded} degraded (exit 4)",
         "Kết quả: CHƯA SẴN SÀNG, {down} điểm cầu mất kết nối, {degraded} suy giảm (mã 4)",
+    ),
+    "check.result.5": (
+        "Result: NOT READY, {unchecked} point(s) could not be checked: this host ran out of "
+        "descriptors, buffers or memory (raise `ulimit -n` or lower `concurrency`), "
+        "{degraded} degraded (exit 5)",
+        "Kết quả: CHƯA SẴN SÀNG, {unchecked} điểm cầu chưa đo được do máy chạy kiểm tra hết "
+        "tài nguyên (tăng `ulimit -n` hoặc giảm `concurrency`), {degraded} suy giảm (mã 5)",
     ),
     "check.unknown_session": (
         "{file}: no session {name!r} in the inventory (sessions: {known}); name one of them",

@@ -31,6 +31,7 @@ MAX_TITLE_LENGTH = 300
 SESSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 SESSION_KEYS = {"name", "title", "start", "end", "timezone", "prepare", "endpoints"}
 _EXAMPLE_TIME = "2021-03-26 07:30"
+_HAS_TIME = re.compile(r"\d[T ]\d")  # a date followed by a time
 
 
 def parse_sessions(
@@ -134,22 +135,48 @@ def _moment(
     moment: dt.datetime | None = None
     if isinstance(value, dt.datetime):
         moment = value
-    elif isinstance(value, str):
+    elif isinstance(value, str) and _HAS_TIME.search(value):
         try:
             moment = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             moment = None
     if moment is None:
-        shown = "a date without a time" if isinstance(value, dt.date) else _short(value)
+        dateish = isinstance(value, dt.date) or (
+            isinstance(value, str) and _date_only(value.strip())
+        )
+        shown = "a date without a time" if dateish else _short(value)
         check.add(
             spec.line_of(key),
             f"{what}: {key} is {shown}; write a date and time, e.g. {key}: {_EXAMPLE_TIME} "
             "(in the session's time zone) or 2021-03-26T07:30:00+07:00",
         )
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=zone)
-    return moment
+    if moment.tzinfo is not None:
+        return moment
+    local = moment.replace(tzinfo=zone)
+    if local.astimezone(dt.UTC).astimezone(zone).replace(tzinfo=None) != moment:
+        check.add(
+            spec.line_of(key),
+            f"{what}: {key} {moment:%Y-%m-%d %H:%M} does not exist in {zone.key} (the clocks "
+            "jump forward then); pick another time or write it with an offset",
+        )
+        return None
+    if local.utcoffset() != moment.replace(tzinfo=zone, fold=1).utcoffset():
+        check.add(
+            spec.line_of(key),
+            f"{what}: {key} {moment:%Y-%m-%d %H:%M} happens twice in {zone.key} (the clocks "
+            "go back then); write it with its offset, e.g. 2021-10-31T02:30:00+01:00",
+        )
+        return None
+    return local
+
+
+def _date_only(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _needed_endpoints(

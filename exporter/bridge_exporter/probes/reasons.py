@@ -87,7 +87,8 @@ LOCAL_RESOURCE_EXHAUSTED = _reason(
     "local_resource_exhausted",
     ALL,
     "the exporter's host ran out of file descriptors, socket buffers or memory (EMFILE, "
-    "ENFILE, ENOBUFS, ENOMEM): says nothing about the endpoint",
+    "ENFILE, ENOBUFS, ENOMEM), or every worker process that reads device documents stayed "
+    "busy until the deadline: says nothing about the endpoint",
 )
 BLOCKED_LOCALLY = _reason(
     "blocked_locally",
@@ -133,8 +134,8 @@ BODY_MISMATCH = _reason("body_mismatch", "http", "the body does not match `body_
 BODY_REGEX_TIMEOUT = _reason(
     "body_regex_timeout",
     "http",
-    "matching `body_regex` over the body took too long and was stopped (the pattern "
-    "backtracks catastrophically on it)",
+    "matching `body_regex` over the body took too long or too much memory and was stopped "
+    "(the pattern backtracks catastrophically on it)",
 )
 PARSE_ERROR = _reason(
     "parse_error",

@@ -93,7 +93,16 @@ class Window:
         self.tier_order: list[str] = tier_order
 
 
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise UsageError(f"--timezone {name!r}: not an IANA zone, e.g. Asia/Ho_Chi_Minh") from None
+
+
 def _window(args: argparse.Namespace) -> Window:
+    if args.timezone:
+        _zone(args.timezone)  # checked before any query, whichever window is asked for
     if args.session:
         if not args.config_file:
             raise UsageError("--session needs --config.file, the inventory that defines it")
@@ -124,12 +133,7 @@ def _window(args: argparse.Namespace) -> Window:
     if not (args.time_from and args.time_to):
         raise UsageError("give --session NAME --config.file FILE, or --from T --to T")
     tz_name = args.timezone or DEFAULT_TIMEZONE
-    try:
-        tz = zoneinfo.ZoneInfo(tz_name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise UsageError(
-            f"--timezone {tz_name!r}: not an IANA zone, e.g. Asia/Ho_Chi_Minh"
-        ) from None
+    tz = _zone(tz_name)
     start, end = parse_time(args.time_from, tz), parse_time(args.time_to, tz)
     if end <= start:
         raise UsageError(f"--to ({args.time_to}) must be after --from ({args.time_from})")
@@ -162,6 +166,7 @@ def gather(prometheus: Prometheus, window: Window, step: float, lang: str) -> co
         infos = window.infos or _infos_from_prometheus(prometheus, labels_of, last, span, progress)
         tier_order = window.tier_order or _tier_order(infos)
         quality = _quality(prometheus, last, last - window.start, progress)
+        interval = _probe_interval(prometheus, last, span)
     finally:
         progress.close()
     report = compute.build(
@@ -177,10 +182,21 @@ def gather(prometheus: Prometheus, window: Window, step: float, lang: str) -> co
         infos=infos,
         up={p: sorted(samples.items()) for p, samples in up.items() if p in infos},
         quality=quality,
+        # Each point is probed at its own moment of the interval, so a district's communes
+        # may go down up to one interval (and one sample) before the district does.
+        skew=interval + step,
     )
     if span >= RULES_FROM_SECONDS:
         _tier_series_from_rules(prometheus, report, last)
     return report
+
+
+def _probe_interval(prometheus: Prometheus, at: float, span: float) -> float:
+    """The exporters' probe interval over the range (0 when Prometheus has none)."""
+    found = prometheus.query(
+        f"max(max_over_time(bridge_exporter_probe_interval_seconds[{int(span) + 1}s]))", at
+    )
+    return float(found[0]["value"][1]) if found else 0.0
 
 
 def _infos_from_prometheus(prometheus, labels_of, at, span, progress) -> dict:
@@ -251,11 +267,14 @@ def _quality(prometheus: Prometheus, at: float, span: float, progress) -> dict[s
         )
         progress.step()
         for point, count in sent.items():
-            if count > 0:
-                figures = quality.setdefault(point, {})
-                figures["loss_ratio"] = max(0.0, 1 - received.get(point, 0.0) / count)
-                if point in rtt:
-                    figures["rtt_seconds"] = rtt[point]
+            # A train that never got a reply over the whole range did not measure the
+            # path (no reflector there): it gives way, as in the exporter's grade.
+            if count > 0 and received.get(point, 0.0) > 0:
+                # Loss and RTT from the same train, never one from each.
+                quality[point] = {
+                    "loss_ratio": max(0.0, 1 - received[point] / count),
+                    **({"rtt_seconds": rtt[point]} if point in rtt else {}),
+                }
     for key, promql in (
         ("jitter_seconds", f"avg by (endpoint) (avg_over_time(bridge_jitter_seconds[{window}]))"),
         ("mos", f"avg by (endpoint) (avg_over_time(bridge_mos[{window}]))"),

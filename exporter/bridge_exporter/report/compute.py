@@ -123,8 +123,11 @@ def ancestors(point: str, infos: dict[str, PointInfo]) -> list[str]:
     return chain
 
 
-def attribute_upstream(outages: dict[str, list[Outage]], infos: dict[str, PointInfo]) -> None:
-    """Name the topmost ancestor whose outage covers each outage's start."""
+def attribute_upstream(
+    outages: dict[str, list[Outage]], infos: dict[str, PointInfo], skew: float = 0.0
+) -> None:
+    """Name the topmost ancestor whose outage covers each outage's start, or begins at most
+    `skew` seconds after it (the point may be probed before its ancestor in a round)."""
     for point, own in outages.items():
         chain = list(reversed(ancestors(point, infos)))  # root first
         for outage in own:
@@ -132,7 +135,7 @@ def attribute_upstream(outages: dict[str, list[Outage]], infos: dict[str, PointI
                 (
                     a
                     for a in chain
-                    if any(o.start <= outage.start < o.end for o in outages.get(a, []))
+                    if any(o.start - skew <= outage.start < o.end for o in outages.get(a, []))
                 ),
                 None,
             )
@@ -152,9 +155,10 @@ def build(
     infos: dict[str, PointInfo],
     up: dict[str, list[tuple[float, float]]],
     quality: dict[str, dict[str, float]],
+    skew: float = 0.0,
 ) -> Report:
     outages = {p: outages_of(p, up.get(p, []), end) for p in infos}
-    attribute_upstream(outages, infos)
+    attribute_upstream(outages, infos, skew)
     points = [
         PointReport(
             info,
