@@ -15,12 +15,25 @@ import time
 import urllib.parse
 import zoneinfo
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from conftest import EXAMPLES, REPO, free_port, need_tool
+from helpers_backfill import (
+    Outage,
+    Session,
+    grafana_times,
+    move_blocks,
+    names_read,
+    recording_rules,
+    replay,
+    rounds,
+    rule_levels,
+    rules_file,
+)
 from helpers_exporter import ExporterProcess, exporter_command, http_request, wait_until
 from helpers_stack import Prometheus, rewrite_prometheus_config
 
@@ -385,3 +398,171 @@ def test_every_panel_query_returns_data(stack):
                     empty.append(f"{lang}/{name}: {panel['title']} [{query['refId']}]: {expr}")
     assert checked > 80
     assert not empty, "queries without data:\n" + "\n".join(empty)
+
+
+# --- the session review over a backfilled range ---------------------------------------------
+
+HISTORY_ENDS_AGO = 3 * 3600  # out of Prometheus's head block: only backfilled blocks hold it
+SESSION_SECONDS = 3 * 3600
+LEAD_IN_SECONDS = 15 * 60  # history before the session, so its first 5m windows are full
+TAIL_SECONDS = 5 * 60
+OUTAGE_AFTER, OUTAGE_SECONDS = 60 * 60, 20 * 60  # Hưng Hà lost from 1 h in, for 20 minutes
+# The history is scraped (and its rules evaluated) every minute, not every 15 s as shipped:
+# a quarter of the samples keeps the test fast, and every 5m window still holds 5 rounds.
+HISTORY_INTERVAL = 60.0
+SCREEN_WIDTH = 1920  # pixels: a panel of width w (of 24) asks for w/24 of them as data points
+# Panel ids of grafana/bridge_dashboards/session.py, in build order.
+SESSIONS_PANEL, POINT_AVAILABILITY_PANEL, OUTAGES_PANEL, MOS_PANEL = 1, 4, 5, 6
+
+
+def datasource_scrape_interval() -> float:
+    """The provisioned datasource's timeInterval, which Grafana takes as the scrape interval."""
+    config = yaml.safe_load(
+        (GRAFANA / "provisioning/datasources/prometheus.yml").read_text(encoding="utf-8")
+    )
+    (datasource,) = config["datasources"]
+    text = datasource["jsonData"]["timeInterval"]
+    assert text.endswith("s"), text
+    return float(text[:-1])
+
+
+@dataclass
+class Backfilled:
+    prometheus: Prometheus
+    session: Session
+    outage: Outage
+    rules: list[list[str]]
+
+
+@pytest.fixture(scope="module")
+def backfilled(stack, tmp_path_factory) -> Iterator[Backfilled]:
+    """The live exporter's /metrics replayed over a session that ended hours ago, with the
+    recording rules the session dashboard reads backfilled over it, level by level."""
+    promtool, binary = need_tool("promtool"), need_tool("prometheus")
+    workdir = tmp_path_factory.mktemp("backfill")
+    status, page = http_request(f"http://127.0.0.1:{stack.exporter.port}/metrics")
+    assert status == 200, page
+    history_end = time.time() // 60 * 60 - HISTORY_ENDS_AGO
+    session_end = history_end - TAIL_SECONDS
+    inventory = yaml.safe_load((EXAMPLES / "thai-binh.yml").read_text(encoding="utf-8"))
+    (name,) = [s["name"] for s in inventory["sessions"] if s["name"].startswith("giao-ban")]
+    session = Session(name, session_end - SESSION_SECONDS, session_end)
+    below = frozenset(e["id"] for e in inventory["endpoints"] if e.get("parent") == "tb-hung-ha")
+    start = session.start + OUTAGE_AFTER
+    outage = Outage("tb-hung-ha", below, start, start + OUTAGE_SECONDS)
+
+    rules = recording_rules(sorted((REPO / "prometheus/rules").glob("*.yml")))
+    exprs = [
+        q["expr"] for lang in LANGUAGES for p in panels(load(lang, "session")) for q in p["targets"]
+    ]
+    used, others = names_read(exprs, rules)
+    times = list(rounds(session.start - LEAD_IN_SECONDS, history_end, HISTORY_INTERVAL))
+    port = free_port()
+    target = {"job": "bridge", "instance": f"127.0.0.1:{free_port()}"}  # nothing listens
+    source = workdir / "history.om"
+    source.write_text(
+        replay(
+            page,
+            others | {"bridge_upstream_up"},
+            times=times,
+            outage=outage,
+            session=session,
+            target=target,
+        ),
+        encoding="utf-8",
+    )
+    data = workdir / "prometheus-data"
+    run_tool(promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data))
+    config = rewrite_prometheus_config(
+        workdir / "prometheus",
+        exporter=target["instance"],
+        prometheus=f"127.0.0.1:{port}",
+        alertmanager=f"127.0.0.1:{free_port()}",
+    )
+    prometheus = Prometheus(binary, config, workdir, port)
+    levels = [[n for n in level if n in used] for level in rule_levels(rules)]
+    levels = [level for level in levels if level]
+    try:
+        for index, level in enumerate(levels):
+            staging = workdir / f"rules-{index}"
+            run_tool(
+                promtool, "tsdb", "create-blocks-from", "rules",
+                f"--start={times[0]:.0f}", f"--end={times[-1]:.0f}",
+                f"--url={prometheus.url}", f"--eval-interval={HISTORY_INTERVAL:g}s",
+                f"--output-dir={staging}", "--quiet",
+                str(rules_file(workdir / f"rules-{index}.yml", rules, level)),
+            )  # fmt: skip
+            prometheus.stop()
+            assert move_blocks(staging, data), f"promtool wrote no blocks for {level}"
+            prometheus = Prometheus(binary, config, workdir, port)
+        yield Backfilled(prometheus, session, outage, levels)
+    finally:
+        prometheus.stop()
+
+
+def run_tool(*command: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}{done.stderr}"
+
+
+def test_session_review_queries_return_data_over_a_backfilled_session(backfilled):
+    """Both session.json dashboards over the backfilled session's window, every query as
+    Grafana sends it (range queries aligned to the step, instant ones at the end)."""
+    history = backfilled
+    assert len(history.rules) > 1  # rules reading recording rules: more than one pass
+    values = {"tier": ".*", "central": ".*", "province": ".*", "district": ".*"}
+    empty, checked, results = [], 0, {}
+    for lang in LANGUAGES:
+        for panel in panels(load(lang, "session")):
+            width = round(panel["gridPos"]["w"] / 24 * SCREEN_WIDTH)
+            times = grafana_times(
+                history.session.start,
+                history.session.end,
+                max_data_points=panel.get("maxDataPoints", width),
+                scrape_interval=datasource_scrape_interval(),
+            )
+            for query in panel["targets"]:
+                expr = substitute(query["expr"], {**values, **times.variables})
+                assert "$" not in expr.replace("$1", ""), f"unsubstituted: {expr}"
+                path, params = times.params(expr, instant=bool(query.get("instant")))
+                status, body = http_request(
+                    f"{history.prometheus.url}/api/v1/{path}?" + urllib.parse.urlencode(params)
+                )
+                assert status == 200, f"{lang} {panel['title']}: {body}"
+                checked += 1
+                result = json.loads(body)["data"]["result"]
+                results[lang, panel["id"], query["refId"]] = result
+                if not result:
+                    empty.append(f"{lang}: {panel['title']} [{query['refId']}]: {expr}")
+    assert checked > 20
+    assert not empty, "queries without data over the backfilled range:\n" + "\n".join(empty)
+    # The right data: the replayed history's figures, by hand.
+    lost = history.outage.below | {history.outage.root}
+    start, end = history.outage.start, history.outage.end
+    inventory = yaml.safe_load((EXAMPLES / "thai-binh.yml").read_text(encoding="utf-8"))
+    for lang in LANGUAGES:
+        sessions = {
+            (r["metric"]["session"], ref): float(r["value"][1])
+            for ref in "AB"
+            for r in results[lang, SESSIONS_PANEL, ref]
+        }
+        name = history.session.name
+        assert sessions[name, "A"] == history.session.start * 1000
+        assert sessions[name, "B"] == history.session.end * 1000
+        outages = {ref: by_endpoint(results[lang, OUTAGES_PANEL, ref]) for ref in "ABC"}
+        assert outages["A"] == {e: start * 1000 for e in lost}
+        # The last subquery step still down: within one $__interval (15 s) before the end.
+        assert all(end - 15 <= v / 1000 < end for v in outages["B"].values()), outages["B"]
+        assert all(end - start - 15 <= v < end - start for v in outages["C"].values())
+        availability = by_endpoint(results[lang, POINT_AVAILABILITY_PANEL, "A"])
+        assert len(availability) == len(inventory["endpoints"])
+        expected = 1 - OUTAGE_SECONDS / SESSION_SECONDS
+        assert {e: round(v, 3) for e, v in availability.items() if v < 1} == {
+            e: round(expected, 3) for e in lost
+        }
+        bands = [float(results[lang, MOS_PANEL, ref][0]["value"][1]) for ref in "ABC"]
+        assert sum(bands) == len(inventory["endpoints"])  # every point in one MOS band
+
+
+def by_endpoint(result: list[dict[str, Any]]) -> dict[str, float]:
+    return {r["metric"]["endpoint"]: float(r["value"][1]) for r in result}

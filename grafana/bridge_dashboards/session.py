@@ -189,9 +189,15 @@ def point_availability(ctx: Context) -> table.Panel:
 def outages(ctx: Context) -> table.Panel:
     """One row per outage in the range: bridge_down_since_timestamp_seconds holds the
     outage's start while it lasts, so its value, made a label (count_values), tells the
-    outages apart; the last step it is seen is the end (to the subquery's step)."""
+    outages apart; the last step it is seen is the end (to the subquery's step). It counts
+    only while bridge_up is 0: history without staleness markers (backfilled blocks) keeps
+    a vanished series for the 5-minute lookback, which would stretch every outage."""
     t = ctx.text
-    since = f"max by (endpoint, tier) (bridge_down_since_timestamp_seconds{{{ctx.scope()}}})"
+    scope = ctx.scope()
+    since = (
+        f"(max by (endpoint, tier) (bridge_down_since_timestamp_seconds{{{scope}}})"
+        f" and on(endpoint, tier) (max by (endpoint, tier) (bridge_up{{{scope}}}) == 0))"
+    )
     outage = (
         f"({since} * on(endpoint, tier) group_left(since)"
         f' count_values by (endpoint, tier) ("since", {since}))'
