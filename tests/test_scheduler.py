@@ -138,9 +138,11 @@ async def test_a_changed_endpoint_restarts_with_its_new_settings(listener):
 # --- the prober's own result survives the scheduler -----------------------------------------
 
 
-async def test_sip_reason_status_and_debug_survive_the_scheduler():
+async def test_sip_reason_status_and_debug_survive_the_scheduler(caplog):
     # Only "100 Trying", never a final answer: the prober's own verdict must reach the
-    # state, not a bare "timeout" from the wrapper.
+    # state, not a bare "timeout" from the wrapper. With debug logging on, the messages
+    # themselves are kept too.
+    caplog.set_level(logging.DEBUG, logger="bridge_exporter.scheduler")
     transport, _peer, port = await start_udp_peer(lambda p, d, a: p.answer(d, a, 100, "Trying"))
     try:
         done = await one_round(
@@ -156,6 +158,25 @@ async def test_sip_reason_status_and_debug_survive_the_scheduler():
     assert "< SIP/2.0 100 Trying" in result.debug
     assert 0.6 <= result.duration_seconds < 0.6 + 0.5
     assert done.stats.probe_errors == 0
+
+
+async def test_background_rounds_keep_the_verdict_but_not_the_message_text():
+    # Nobody reads a background probe's message-by-message text (/probe builds its own):
+    # without debug logging the scheduler's results carry the reason, the status and the
+    # verdict line, not every line of every SIP message (heap churn at 10,000 endpoints).
+    transport, _peer, port = await start_udp_peer(lambda p, d, a: p.answer(d, a, 100, "Trying"))
+    try:
+        done = await one_round(
+            single_module_inventory(
+                "sip", f"{{port: {port}, t1: 50ms, t2: 200ms}}", "400ms", "127.0.0.1"
+            )
+        )
+    finally:
+        transport.close()
+    result = done.result
+    assert (result.reason, result.status_code) == ("timeout_after_provisional", 100)
+    assert result.debug[-1].endswith(": timeout_after_provisional")
+    assert not [line for line in result.debug if line.startswith(("< ", "> "))]
 
 
 async def test_stamp_reason_survives_an_event_loop_stuck_across_the_deadline():

@@ -240,7 +240,7 @@ SINGLE_MISTAKES = [
         [("  - name: province\n", "  - name: province\n    colour: blue\n")],
         "colour: blue",
         "unknown key 'colour' in a tier",
-        "allowed: availability_target, modules, name, thresholds",
+        "allowed: availability_target, modules, name, rtt_histogram, thresholds",
     ),
     mistake(
         "unknown-module-key",

@@ -16,6 +16,7 @@ from . import __version__
 from .config import ConfigError, load_inventory
 from .logs import LEVELS, setup_logging
 from .resources import log_simulator_fd_budget, raise_fd_limit
+from .sharding import Shard, ShardError, parse_shard
 
 log = logging.getLogger("bridge_exporter")
 DEFAULT_LISTEN = ":9198"
@@ -58,6 +59,18 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_listen_address,
         help=f"address to serve on (repeatable; default {DEFAULT_LISTEN})",
     )
+    _add_shard(parser, "probe and export only this share of the inventory")
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        help="exporter-toolkit web config (TLS, basic auth, headers); re-read when it changes",
+    )
+    parser.add_argument(
+        "--web.enable-lifecycle",
+        dest="enable_lifecycle",
+        action="store_true",
+        help="allow POST/PUT /-/reload (SIGHUP always reloads)",
+    )
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -76,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=("127.0.0.1", 9199),
         help="control API address (default 127.0.0.1:9199)",
     )
+    _add_shard(simulate, "serve only the endpoints that exporter shard I/N exports")
     _add_common(simulate)
 
     _add_check_and_report(sub)
@@ -90,6 +104,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common(reflector)
     return parser
+
+
+def _add_shard(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--shard",
+        type=parse_shard,
+        metavar="I/N",
+        help=f"{what}: shard I of N; whole subtrees by a stable hash (see --shard.tier)",
+    )
+    parser.add_argument(
+        "--shard.tier",
+        dest="shard_tier",
+        metavar="TIER",
+        help="split at this tier (default: the tier below the root); the tiers above "
+        "it are probed by every shard and exported by shard 1",
+    )
+
+
+def _shard_of(args: argparse.Namespace) -> Shard | None:
+    if args.shard is None:
+        if args.shard_tier is not None:
+            build_parser().error("--shard.tier needs --shard I/N")
+        return None
+    return Shard(args.shard.index, args.shard.count, args.shard_tier)
 
 
 def _add_check_and_report(sub) -> None:
@@ -154,26 +192,56 @@ class _Signals:
         await self._stop.wait()
 
 
-async def serve(config_file: str, listen: list[tuple[str, int]]) -> int:
+async def serve(
+    config_file: str,
+    listen: list[tuple[str, int]],
+    shard: Shard | None = None,
+    web_config_file: str | None = None,
+    enable_lifecycle: bool = False,
+) -> int:
     from .runtime import Exporter
     from .web import make_runner, watch_accept_errors
+    from .webconfig import ReloadingTlsSite, WebConfigWatcher
 
     signals = _Signals()
+    web_config = None
+    if web_config_file is not None:
+        try:
+            web_config = WebConfigWatcher(web_config_file)
+        except ConfigError as exc:
+            log.error("cannot start: the web config file has problems:\n%s", exc)
+            return 1
     fd_limit = raise_fd_limit()
     try:
-        exporter = await Exporter.create(config_file)
+        exporter = await Exporter.create(config_file, shard)
     except ConfigError as exc:
         log.error("cannot start: the config file has problems:\n%s", exc)
         return 1
+    except ShardError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    if shard:
+        from .sharding import exported_ids
+
+        exported = len(exported_ids(exporter.inventory, shard))
+        probed = len(exporter.inventory.endpoints)
+        log.info(
+            "shard %s: exporting %d endpoints, probing %d more above the split as context",
+            shard, exported, probed - exported,
+        )  # fmt: skip
     exporter.fd_limit = fd_limit
     watch_accept_errors(asyncio.get_running_loop(), lambda: exporter.resource_errors.add("accept"))
     await exporter.start()
-    runner = make_runner(exporter)
+    runner = make_runner(exporter, web_config, enable_lifecycle)
     await runner.setup()
+    tls = web_config is not None and web_config.current.tls is not None
     try:
         for host, port in listen:
-            await web.TCPSite(runner, host or None, port).start()
-            log.info("listening on %s:%d", host or "*", port)
+            if web_config is not None and tls:
+                await ReloadingTlsSite(runner, host or None, port, web_config).start()
+            else:
+                await web.TCPSite(runner, host or None, port).start()
+            log.info("listening on %s:%d (%s)", host or "*", port, "https" if tls else "http")
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         await exporter.stop()
@@ -206,7 +274,12 @@ async def _run_until_signal(coro, what: str) -> int:
     return 0
 
 
-async def simulate(config_file: str, scenario_file: str | None, control: tuple[str, int]) -> int:
+async def simulate(
+    config_file: str,
+    scenario_file: str | None,
+    control: tuple[str, int],
+    shard: Shard | None = None,
+) -> int:
     from .simulate.network import serve as serve_simulation
     from .simulate.scenario import load_scenario
     from .web import watch_accept_errors
@@ -218,9 +291,21 @@ async def simulate(config_file: str, scenario_file: str | None, control: tuple[s
     except ConfigError as exc:
         log.error("cannot simulate: %s", exc)
         return 1
-    log_simulator_fd_budget(inventory, fd_limit)
+    only = None
+    if shard:
+        from .sharding import exported_ids
+
+        try:
+            only = exported_ids(inventory, shard)
+        except ShardError as exc:
+            log.error("cannot simulate: %s", exc)
+            return 1
+        log.info("shard %s: serving %d of %d endpoints", shard, len(only), len(inventory.endpoints))
+    else:
+        log_simulator_fd_budget(inventory, fd_limit)
     watch_accept_errors(asyncio.get_running_loop())
-    return await _run_until_signal(serve_simulation(inventory, scenario, control), "simulator")
+    serving = serve_simulation(inventory, scenario, control, only)
+    return await _run_until_signal(serving, "simulator")
 
 
 async def reflector(listen: list[tuple[str, int]]) -> int:
@@ -235,7 +320,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "validate":
         return cmd_validate(args.file)
     if args.command == "simulate":
-        return asyncio.run(simulate(args.config_file, args.scenario, args.control_listen))
+        return asyncio.run(
+            simulate(args.config_file, args.scenario, args.control_listen, _shard_of(args))
+        )
     if args.command == "check":
         from .check import run_check
 
@@ -247,7 +334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "reflector":
         return asyncio.run(reflector(args.listen or [("0.0.0.0", 862)]))
     listen = args.listen or [parse_listen_address(DEFAULT_LISTEN)]
-    return asyncio.run(serve(args.config_file, listen))
+    return asyncio.run(
+        serve(
+            args.config_file, listen, _shard_of(args), args.web_config_file, args.enable_lifecycle
+        )
+    )
 
 
 if __name__ == "__main__":

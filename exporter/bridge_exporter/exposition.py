@@ -78,9 +78,17 @@ class Family:
         self.add(labels, total, "_sum")
         self.add(labels, count, "_count")
 
+    def header(self) -> str:
+        return f"# HELP {self.name} {_escape_help(self.help)}\n# TYPE {self.name} {self.kind}\n"
+
+    def take(self) -> str:
+        """The samples added so far, as text; the family is left empty for the next use."""
+        text = "".join(self.lines)
+        self.lines.clear()
+        return text
+
     def render(self) -> str:
-        header = f"# HELP {self.name} {_escape_help(self.help)}\n# TYPE {self.name} {self.kind}\n"
-        return header + "".join(self.lines)
+        return self.header() + "".join(self.lines)
 
 
 def render(families: Iterable[Family]) -> str:

@@ -44,9 +44,12 @@ def _tree_families(inventory: Inventory, endpoint_labels: dict[str, str]) -> Ite
     below_delegates = _gauge(
         "bridge_endpoint_descendant_delegates", "Delegates at the points below the endpoint."
     )
-    counts = dict.fromkeys(inventory.endpoints, 0)
-    delegates = dict.fromkeys(inventory.endpoints, 0)
-    for endpoint in inventory.endpoints.values():
+    # A shard (sharding.py) exports part of the tree; the points below the central hall
+    # are the whole file's, so count over the whole file where the shard keeps it.
+    tree = getattr(inventory, "tree", None) or inventory
+    counts = dict.fromkeys(tree.endpoints, 0)
+    delegates = dict.fromkeys(tree.endpoints, 0)
+    for endpoint in tree.endpoints.values():
         for ancestor in endpoint.ancestors:
             counts[ancestor] += 1
             delegates[ancestor] += endpoint.delegates or 0

@@ -19,7 +19,7 @@ from .config.model import Endpoint, Inventory
 from .exposition import Family, join_labels, label_text, render
 from .inventory_metrics import InventorySeries
 from .probes.base import ProbeResult
-from .state import TRAIN_PROBERS, State
+from .state import TRAIN_PROBERS, EndpointState, State
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 ROUND_NOTE = "Measured in background rounds; see bridge_last_probe_timestamp_seconds."
@@ -164,13 +164,13 @@ class _EndpointSeries:
         }  # fmt: skip
 
     def add(self, state: State, endpoint: Endpoint) -> None:
+        """Every series of the endpoint but bridge_upstream_up (BridgeMetrics adds it)."""
         endpoint_state = state.endpoints.get(endpoint.id)
         if endpoint_state is None:
             return
         labels = self._labels.base[endpoint.id]
         probe_labels = self._labels.probe
         self.info.add(self._labels.info[endpoint.id], 1)
-        self.upstream.add(labels, 1 if state.upstream_up(endpoint) else 0)
         self.changes.add(labels, endpoint_state.state_changes)
         if endpoint.delegates is not None:
             self.delegates.add(labels, endpoint.delegates)
@@ -187,6 +187,7 @@ class _EndpointSeries:
             series = probe_labels.get((endpoint.id, name))
             if series is not None:
                 self.probe_families.add(series, record.module.prober, record.result)
+        with_histogram = state.inventory.tier(endpoint.tier).rtt_histogram
         for name, counter in endpoint_state.counters.items():
             record = endpoint_state.records.get(name)
             series = probe_labels.get((endpoint.id, name))
@@ -195,9 +196,10 @@ class _EndpointSeries:
             sent, received, histogram = self.trains[record.module.prober]
             sent.add(series, counter.sent)
             received.add(series, counter.received)
-            histogram.add_histogram(
-                series, counter.cumulative_buckets(), counter.rtt_sum, counter.rtt_count
-            )
+            if with_histogram:
+                histogram.add_histogram(
+                    series, counter.cumulative_buckets(), counter.rtt_sum, counter.rtt_count
+                )
         quality = state.quality(endpoint)
         if quality is not None:
             self.mos.add(labels, round(quality.mos, 3))
@@ -213,49 +215,109 @@ class _EndpointSeries:
 
 
 class BridgeMetrics:
-    """Renders every bridge_* series from the state, fresh at each scrape."""
+    """Renders every bridge_* series from the state.
+
+    Each endpoint's series text is rendered when its round ends (State.round_listeners)
+    and kept until its state or the inventory changes, so a scrape joins ready text and
+    renders only what changed since (bridge_upstream_up, which follows the ancestors, and
+    the per-tier sums are computed at each scrape)."""
 
     def __init__(self, state_ref: Callable[[], State]):
         self._state_ref = state_ref
         self._labels = _LabelCache()
         self._inventory_series = InventorySeries()
+        self._inventory: Inventory | None = None
+        self._series = _EndpointSeries(self._labels)
+        # endpoint id -> (its EndpointState, that state's version, UTF-8 text by family)
+        self._fragments: dict[str, tuple[EndpointState, int, dict[str, bytes]]] = {}
+
+    def _sync(self, state: State) -> Inventory:
+        inventory = state.inventory
+        if inventory is not self._inventory:
+            self._labels.refresh(inventory)
+            self._series = _EndpointSeries(self._labels)
+            self._fragments = {}
+            self._inventory = inventory
+        return inventory
+
+    def _fragment(self, state: State, endpoint: Endpoint) -> dict[str, bytes] | None:
+        endpoint_state = state.endpoints.get(endpoint.id)
+        if endpoint_state is None:
+            return None
+        cached = self._fragments.get(endpoint.id)
+        if (
+            cached is not None
+            and cached[0] is endpoint_state
+            and cached[1] == endpoint_state.version
+        ):
+            return cached[2]
+        self._series.add(state, endpoint)
+        texts = {f.name: f.take().encode() for f in self._series.families() if f.lines}
+        self._fragments[endpoint.id] = (endpoint_state, endpoint_state.version, texts)
+        return texts
+
+    def endpoint_finished(self, endpoint_id: str) -> None:
+        """Render one endpoint's series now that its round ended (a State listener)."""
+        state = self._state_ref()
+        endpoint = self._sync(state).endpoints.get(endpoint_id)
+        if endpoint is not None:
+            self._fragment(state, endpoint)
 
     def render(self) -> str:
         """Everything at once (benchmarks, tests)."""
         state = self._state_ref()
-        self._labels.refresh(state.inventory)
-        series = _EndpointSeries(self._labels)
-        for endpoint in state.inventory.endpoints.values():
-            series.add(state, endpoint)
-        return self._finish(state, series)
+        inventory = self._sync(state)
+        texts = [self._fragment(state, e) for e in inventory.endpoints.values()]
+        return self._finish(state, inventory, texts).decode()
 
     async def render_async(self, batch: int = 250) -> str:
-        """The same, yielding to the event loop every `batch` endpoints so that probes
-        keep their timing while a 10,000-endpoint page is built. Restarts if a reload
+        return (await self.render_bytes_async(batch)).decode()
+
+    async def render_bytes_async(self, batch: int = 250) -> bytes:
+        """Everything as UTF-8 (what /metrics sends), yielding to the event loop every
+        `batch` endpoints it has to render (after a start or a reload; in steady state the
+        rounds render their own) so that probes keep their timing. Restarts if a reload
         swaps the inventory in between."""
         while True:
             state = self._state_ref()
-            inventory = state.inventory
-            self._labels.refresh(inventory)
-            series = _EndpointSeries(self._labels)
-            for index, endpoint in enumerate(inventory.endpoints.values(), start=1):
-                series.add(state, endpoint)
-                if index % batch == 0:
-                    await asyncio.sleep(0)
-                    if self._state_ref().inventory is not inventory:
-                        break
+            inventory = self._sync(state)
+            texts: list[dict[str, bytes] | None] = []
+            rendered = 0
+            for endpoint in inventory.endpoints.values():
+                cached = self._fragments.get(endpoint.id)
+                endpoint_state = state.endpoints.get(endpoint.id)
+                if cached is None or endpoint_state is None or cached[1] != endpoint_state.version:
+                    rendered += 1
+                    if rendered % batch == 0:
+                        await asyncio.sleep(0)
+                        if self._state_ref().inventory is not inventory:
+                            break
+                texts.append(self._fragment(state, endpoint))
             else:
-                return self._finish(state, series)
+                return self._finish(state, inventory, texts)
 
-    def _finish(self, state: State, series: _EndpointSeries) -> str:
-        families = [
-            *series.families(),
-            *self._tier_families(state),
-        ]
-        inventory_text = self._inventory_series.render(
-            state.inventory, self._labels.base, time.time()
-        )
-        return render(families) + inventory_text
+    def _finish(
+        self, state: State, inventory: Inventory, texts: list[dict[str, bytes] | None]
+    ) -> bytes:
+        upstream = self._series.upstream
+        for endpoint in inventory.endpoints.values():
+            if endpoint.id in state.endpoints:
+                upstream.add(
+                    self._labels.base[endpoint.id], 1 if state.upstream_up(endpoint) else 0
+                )
+        present = [t for t in texts if t is not None]
+        parts: list[bytes] = []
+        for family in self._series.families():
+            parts.append(family.header().encode())
+            if family is upstream:
+                parts.append(family.take().encode())
+            else:
+                name = family.name
+                parts.append(b"".join([t[name] for t in present if name in t]))
+        parts.append(render(self._tier_families(state)).encode())
+        now = time.time()
+        parts.append(self._inventory_series.render(inventory, self._labels.base, now).encode())
+        return b"".join(parts)
 
     def _tier_families(self, state: State) -> Iterator[Family]:
         total = _gauge("bridge_tier_endpoints", "Endpoints in the tier.")

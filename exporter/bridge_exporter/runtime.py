@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -19,9 +20,27 @@ from .probes import ProbeResult
 from .resources import FdLimit, ResourceErrors, fd_budget, log_fd_budget
 from .scheduler import Probers, Scheduler, run_probe
 from .selfmetrics import ExporterCollector
+from .sharding import Shard, ShardInfoCollector, ShardView, probed_inventory
 from .state import State
 
 log = logging.getLogger(__name__)
+
+# Young-generation collections every this many net allocations of tracked objects
+# instead of CPython's 700: a 10,000-endpoint round allocates millions, and each pass
+# costs a fixed overhead besides the objects it walks (see benchmarks/README.md).
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def settle_heap() -> None:
+    """After a load or reload: move everything alive now (the inventory, label caches,
+    the scheduler's loops) out of the collector's sight. They live until the next reload,
+    and otherwise every full collection walks them all again; with 10,000 endpoints that
+    was 40-50 % of the exporter's CPU. Frozen objects are still freed by reference
+    counting when a reload drops them."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 @dataclass
@@ -32,8 +51,9 @@ class ReloadStatus:
 
 
 class Exporter:
-    def __init__(self, config_path: str | Path, inventory: Inventory):
+    def __init__(self, config_path: str | Path, inventory: Inventory, shard: Shard | None = None):
         self.config_path = str(config_path)
+        self.shard = shard  # with a shard, `inventory` is what it probes (sharding.py)
         self.probers = Probers()
         self.state = State(inventory)
         self.resource_errors = ResourceErrors()
@@ -44,7 +64,9 @@ class Exporter:
         self.started = time.time()
         self.ready = False
         self._reload_lock = asyncio.Lock()
-        self.metrics = BridgeMetrics(lambda: self.state)
+        view = ShardView(self.state, shard) if shard else None
+        self.metrics = BridgeMetrics(lambda: view or self.state)
+        self.state.round_listeners.append(self.metrics.endpoint_finished)
         # The exporter's own bridge_exporter_* series, and the standard process_* and
         # python_* ones.
         self.registry = CollectorRegistry(auto_describe=False)
@@ -52,23 +74,26 @@ class Exporter:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
+        if shard:
+            self.registry.register(ShardInfoCollector(shard, lambda: self.inventory))
 
     async def render_metrics(self) -> bytes:
-        return (await self.metrics.render_async()).encode() + generate_latest(self.registry)
+        return await self.metrics.render_bytes_async() + generate_latest(self.registry)
 
     @property
     def inventory(self) -> Inventory:
         return self.state.inventory
 
     @classmethod
-    async def create(cls, config_path: str | Path) -> Exporter:
+    async def create(cls, config_path: str | Path, shard: Shard | None = None) -> Exporter:
         """Load the config (ConfigError if bad: a first start has no good state to keep)."""
         inventory = load_inventory(config_path)
-        return cls(config_path, inventory)
+        return cls(config_path, probed_inventory(inventory, shard) if shard else inventory, shard)
 
     async def start(self) -> None:
         await self.probers.start_for(self.inventory)
         self.scheduler.start()
+        settle_heap()
         self.ready = True
         log.info(
             "probing %d endpoints in %d tiers every %gs from %s",
@@ -97,6 +122,8 @@ class Exporter:
         async with self._reload_lock:
             try:
                 inventory = await asyncio.to_thread(load_inventory, self.config_path)
+                if self.shard:
+                    inventory = probed_inventory(inventory, self.shard)
             except Exception as exc:  # a ConfigError, or a loader bug: keep running either way
                 message = (
                     str(exc) if isinstance(exc, ConfigError) else f"{self.config_path}: {exc!r}"
@@ -105,14 +132,22 @@ class Exporter:
                 self.reload_status.last_error = message
                 log.error("config reload failed, keeping the running config:\n%s", message)
                 return False, message
-            await self.scheduler.replace_inventory(inventory)
+            if inventory == self.inventory:
+                # Nothing changed (a config tool that sends SIGHUP often): keep the running
+                # objects, so scrapes and caches built on them are not restarted for nothing.
+                log.info("config reloaded: unchanged, %s", self.config_path)
+            else:
+                await self.scheduler.replace_inventory(inventory)
+                settle_heap()
+                log.info(
+                    "config reloaded: %d endpoints from %s",
+                    len(inventory.endpoints),
+                    self.config_path,
+                )
+                self.check_fd_budget(inventory)
             self.reload_status.successful = True
             self.reload_status.success_timestamp = time.time()
             self.reload_status.last_error = ""
-            log.info(
-                "config reloaded: %d endpoints from %s", len(inventory.endpoints), self.config_path
-            )
-            self.check_fd_budget(inventory)
             return True, ""
 
     def find_endpoint(self, target: str) -> Endpoint | None:
@@ -125,12 +160,19 @@ class Exporter:
     async def probe_once(
         self, endpoint: Endpoint, module_names: list[str], logger: logging.Logger
     ) -> list[tuple[str, str, ProbeResult]]:
-        """Run the named inventory modules (the endpoint's own when none) now, concurrently."""
+        """Run the named inventory modules (the endpoint's own when none) now, concurrently,
+        each in a slot of the scheduler's `concurrency` like a background probe."""
         modules = self.inventory.modules_of(endpoint, module_names)
+        stats = self.scheduler.stats
 
         async def one(module):
             prober = await self.probers.get(module.prober)
-            result = await run_probe(prober, endpoint, module, logger, self.scheduler.stats)
+            async with self.scheduler.probe_slot():
+                stats.in_flight += 1
+                try:
+                    result = await run_probe(prober, endpoint, module, logger, stats)
+                finally:
+                    stats.in_flight -= 1
             return module.name, module.prober, result
 
         return list(await asyncio.gather(*(one(m) for m in modules)))

@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from .config.model import Endpoint, Inventory, Module
 from .logs import BurstLog
 from .probes import Prober, ProbeResult, Target, prober_class, reasons
+from .probes.base import DeadlineScope, mark_terse
 from .resources import RAISE_HINT, ResourceErrors
 from .state import State
 
-log = logging.getLogger(__name__)
+# Background probes' debug text is read by nobody (/probe builds its own): terse.
+log = mark_terse(logging.getLogger(__name__))
 
 
 @dataclass
@@ -89,6 +91,7 @@ async def run_probe(
     module: Module,
     logger: logging.Logger,
     stats: SchedulerStats | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> ProbeResult:
     """Run one probe. Its deadline is set here, once: the module's timeout from now (the
     probe holds its concurrency slot already). The prober works to that deadline and
@@ -96,11 +99,11 @@ async def run_probe(
     BACKSTOP_GRACE_SECONDS after the deadline, is an exporter bug: logged (to the process
     log too when `logger` is a /probe request's), counted in `stats.probe_errors`, and
     reported as prober_error or (cancelled) timeout."""
-    loop = asyncio.get_running_loop()
+    loop = loop or asyncio.get_running_loop()
     started = loop.time()
     deadline = started + module.timeout
     target = Target(endpoint.id, endpoint.address)
-    backstop = asyncio.timeout_at(deadline + BACKSTOP_GRACE_SECONDS)
+    backstop = DeadlineScope(loop, deadline + BACKSTOP_GRACE_SECONDS)
     try:
         async with backstop:
             result = await prober.probe_until(target, module.settings, deadline, logger)
@@ -125,6 +128,21 @@ async def run_probe(
     return result
 
 
+async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
+    """asyncio.sleep() without its get_running_loop() (a getpid() system call on 3.11)."""
+    waiter = loop.create_future()
+    handle = loop.call_at(when, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        handle.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Scheduler:
     def __init__(
         self,
@@ -142,6 +160,11 @@ class Scheduler:
         self._semaphore = asyncio.Semaphore(inventory.concurrency)
         self._tasks: dict[str, asyncio.Task] = {}
         self._epoch: float | None = None  # the start grid's origin, fixed for the process
+
+    def probe_slot(self) -> asyncio.Semaphore:
+        """The semaphore that bounds probes in flight (replaced when `concurrency` changes):
+        ad-hoc probes (/probe) take their slots from it too."""
+        return self._semaphore
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -206,10 +229,9 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         interval = self.inventory.interval
         while True:
-            delay = next_start - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            await self.run_round(endpoint)
+            if next_start > loop.time():
+                await _sleep_until(loop, next_start)
+            await self.run_round(endpoint, loop)
             next_start += interval
             late = loop.time() - next_start
             if late > 0:
@@ -217,20 +239,38 @@ class Scheduler:
                 self.stats.overruns += missed
                 next_start += missed * interval
 
-    async def run_round(self, endpoint: Endpoint) -> None:
-        loop = asyncio.get_running_loop()
+    async def run_round(
+        self, endpoint: Endpoint, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        loop = loop or asyncio.get_running_loop()
         started = loop.time()
         modules = self.inventory.modules_of(endpoint)
-        await asyncio.gather(*(self._probe(endpoint, m) for m in modules))
+        if not modules:
+            self.state.finish_round(endpoint, 0.0)
+            self.stats.rounds += 1
+            return
+        first, *others = modules
+        # The first module runs in this task, the others in their own (no gather: fewer
+        # tasks and loop lookups per round).
+        tasks = [loop.create_task(self._probe(endpoint, m, loop)) for m in others]
+        try:
+            await self._probe(endpoint, first, loop)
+            for task in tasks:
+                await task
+        finally:
+            for task in tasks:
+                task.cancel()  # only if this round was cancelled (a reload): no-op otherwise
         self.state.finish_round(endpoint, loop.time() - started)
         self.stats.rounds += 1
 
-    async def _probe(self, endpoint: Endpoint, module: Module) -> None:
+    async def _probe(
+        self, endpoint: Endpoint, module: Module, loop: asyncio.AbstractEventLoop
+    ) -> None:
         prober = await self.probers.get(module.prober)
         async with self._semaphore:
             self.stats.in_flight += 1
             try:
-                result = await run_probe(prober, endpoint, module, log, self.stats)
+                result = await run_probe(prober, endpoint, module, log, self.stats, loop)
             finally:
                 self.stats.in_flight -= 1
         self.stats.probes += 1

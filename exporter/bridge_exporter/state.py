@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .config.model import Endpoint, Inventory, Module
@@ -75,6 +76,8 @@ class EndpointState:
     last_round_timestamp: float | None = None
     last_round_duration: float | None = None
     down_since: float | None = None
+    # Bumped at every change, so /metrics re-renders only the endpoints that changed.
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,9 @@ class State:
     def __init__(self, inventory: Inventory):
         self.inventory = inventory
         self.endpoints: dict[str, EndpointState] = {e: EndpointState() for e in inventory.endpoints}
+        # Called with the endpoint id when a round's results are in (metrics.py renders
+        # the endpoint's series then, so a scrape only joins text).
+        self.round_listeners: list[Callable[[str], None]] = []
 
     def replace_inventory(self, inventory: Inventory) -> None:
         """Keep history for endpoints that remain; forget removed ones and removed modules."""
@@ -107,7 +113,14 @@ class State:
         if state is None:  # removed by a reload while the probe ran
             return
         state.records[module.name] = ProbeRecord(module, result, time.time())
-        if module.prober in TRAIN_PROBERS and result.packets_sent:
+        state.version += 1
+        # A train refused (no reflector) or cut short by the exporter's own lack of
+        # resources measured nothing: it must not count as sent-and-lost in the counters.
+        if (
+            module.prober in TRAIN_PROBERS
+            and result.packets_sent
+            and result.reason not in UNMEASURED
+        ):
             state.counters.setdefault(module.name, PacketCounters()).add(result)
 
     def finish_round(self, endpoint: Endpoint, duration: float) -> None:
@@ -120,6 +133,12 @@ class State:
         state = self.endpoints.get(endpoint.id)
         if state is None:
             return
+        self._finish_round(state, endpoint, duration)
+        for listener in self.round_listeners:
+            listener(endpoint.id)
+
+    def _finish_round(self, state: EndpointState, endpoint: Endpoint, duration: float) -> None:
+        state.version += 1
         now = time.time()
         modules = self.inventory.modules_of(endpoint)
         checked = [m for m in modules if m.required] or modules

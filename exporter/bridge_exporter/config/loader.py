@@ -36,7 +36,7 @@ RESERVED_LABELS = frozenset(
     }
 )  # fmt: skip
 TOP_KEYS = {"interval", "concurrency", "thresholds", "tiers", "modules", "endpoints", "sessions"}
-TIER_KEYS = {"name", "modules", "thresholds", "availability_target"}
+TIER_KEYS = {"name", "modules", "thresholds", "availability_target", "rtt_histogram"}
 MODULE_KEYS = {"prober", "timeout", "required"}
 ENDPOINT_KEYS = {
     "id", "name", "tier", "parent", "address", "modules", "overrides", "labels",
@@ -365,7 +365,17 @@ def _tiers(check: Checker, root: LinedMap, modules: dict, thresholds: Thresholds
                 f"tier {name}: availability_target must be a ratio from 0 to 1 (0.99 = 99 %)",
             )
             target = DEFAULT_AVAILABILITY_TARGET
-        tiers.append(Tier(name, len(tiers), tier_modules, tier_thresholds, float(target)))
+        histogram = spec.get("rtt_histogram", True)
+        if not isinstance(histogram, bool):
+            check.add(
+                spec.line_of("rtt_histogram"),
+                f"tier {name}: rtt_histogram must be true or false (false drops the tier's "
+                "RTT histogram series)",
+            )
+            histogram = True
+        tiers.append(
+            Tier(name, len(tiers), tier_modules, tier_thresholds, float(target), histogram)
+        )
     return tiers
 
 

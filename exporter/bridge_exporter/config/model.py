@@ -35,6 +35,8 @@ class Tier:
     thresholds: Thresholds
     # Share of the tier's points that should be up (alerts fire below it).
     availability_target: float = DEFAULT_AVAILABILITY_TARGET
+    # Whether the tier's endpoints export the bridge_<prober>_rtt_seconds histograms.
+    rtt_histogram: bool = True
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from .base import (
     Target,
     debug_note,
     mean_successive_difference,
+    wants_debug_text,
 )
 from .netutil import (
     Arrival,
@@ -71,6 +72,7 @@ SEQUENCE_SPACE = 1 << 16
 SOCKET_BUFFER_BYTES = 8 << 20  # room for a burst of replies from thousands of targets
 RECV_BUDGET = 512  # replies handled per reader callback before yielding to the loop
 READ_EVERY_SENDS = 64
+SEQUENCE_RETRY_SECONDS = 0.01  # how often a train waits for a free sequence number
 
 NOT_PERMITTED_PROBLEM = (
     "ICMP probes cannot run: this process may not open raw or ping sockets. "
@@ -136,16 +138,132 @@ def _errno_name(exc: OSError) -> str:
 class _Request:
     """One echo request waiting for its reply."""
 
-    __slots__ = ("future", "sent", "timer", "token", "wait_limit")
+    __slots__ = ("position", "sent", "token", "train", "wait_limit")
 
-    def __init__(
-        self, future: asyncio.Future[float | None], token: bytes, wait_limit: float
-    ) -> None:
-        self.future = future
+    def __init__(self, train: _Train, position: int, token: bytes, wait_limit: float) -> None:
+        self.train = train
+        self.position = position  # in the train's send order
         self.token = token
         self.wait_limit = wait_limit  # seconds; a later reply counts as lost
         self.sent = Instant(0.0, 0.0)  # set when sent
+
+
+class _Train:
+    """One probe's train of echo requests, driven by loop callbacks: a timer handle per
+    send and one for the whole train's expiry, one future for the probe to wait on. (A
+    coroutine sleep, a future and a timer per packet cost more CPU than the ping.)"""
+
+    __slots__ = (
+        "address", "channel", "count", "deadline", "done", "expires", "first_send",
+        "interval", "loop", "note", "packet_timeout", "pending", "requests", "rtts",
+        "send_error", "sending", "size", "timer",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        channel: _Channel,
+        address: tuple[Any, ...],
+        settings: IcmpSettings,
+        deadline: float,
+        note: Callable[[str], None],
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.loop = loop
+        self.channel = channel
+        self.address = address
+        self.size = max(int(settings.size), TOKEN_SIZE)
+        self.count = settings.count
+        self.interval = float(settings.interval)
+        self.packet_timeout = float(settings.packet_timeout)
+        self.deadline = deadline
+        self.note = note
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self.rtts: list[float | None] = []  # per request sent, in send order; None: no reply
+        self.requests: list[tuple[int, _Request]] = []
+        self.pending = 0  # sent, neither answered nor expired
+        self.sending = True
+        self.expires = 0.0  # when the last request sent stops waiting (loop time)
+        self.send_error: OSError | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.first_send = self.loop.time()
+
+    def start(self) -> None:
+        if self.first_send >= self.deadline:
+            self._stop_sending(0)
+        else:
+            self._send(0)
+
+    def _send(self, index: int) -> None:
+        self.timer = None
+        loop, channel = self.loop, self.channel
+        sequence = channel.take_sequence()
+        if sequence is None:  # 65,536 requests in flight: wait for one to end
+            if loop.time() + SEQUENCE_RETRY_SECONDS < self.deadline:
+                self.timer = loop.call_later(SEQUENCE_RETRY_SECONDS, self._send, index)
+            else:
+                self.note("timeout reached while waiting for a free sequence number")
+                self._stop_sending(None)
+            return
+        token = random.getrandbits(64).to_bytes(8, "big") + time.time_ns().to_bytes(8, "big")
+        wait_limit = min(self.packet_timeout, self.deadline - loop.time())
+        request = _Request(self, len(self.rtts), token, wait_limit)
+        packet = channel.build_request(sequence, token, self.size)
+        channel.in_flight[sequence] = request
+        self.rtts.append(None)
+        self.requests.append((sequence, request))
+        self.pending += 1  # before sending: the send may read the reply at once
+        try:
+            channel.send(packet, self.address, request)
+        except OSError as exc:
+            channel.release(sequence, request)
+            self.pending -= 1
+            self.send_error = self.send_error or exc
+            self.note(f"icmp_seq={sequence}: send failed: {_errno_name(exc)} ({exc.strerror})")
+        else:
+            self.expires = max(self.expires, loop.time() + wait_limit)
+        following = index + 1
+        if following >= self.count:
+            self._stop_sending(None)
+            return
+        send_at = self.first_send + following * self.interval
+        if send_at >= self.deadline:
+            self._stop_sending(following)
+        else:
+            self.timer = loop.call_at(send_at, self._send, following)
+
+    def _stop_sending(self, unsent_from: int | None) -> None:
+        if unsent_from is not None:
+            self.note(f"timeout reached: {self.count - unsent_from} requests not sent")
+        self.sending = False
+        if self.pending:
+            self.timer = self.loop.call_at(self.expires, self._expire)
+        else:
+            self.finish()
+
+    def answer(self, request: _Request, rtt: float) -> None:
+        self.rtts[request.position] = rtt if rtt <= request.wait_limit else None
+        self.pending -= 1
+        if not self.pending and not self.sending:
+            self.finish()
+
+    def _expire(self) -> None:
+        # When the loop is busy the replies may be sitting in the socket buffer, received
+        # in time (their kernel timestamps say so): read everything queued before giving up.
+        self.timer = None
+        self.channel.on_readable(budget=SEQUENCE_SPACE)
+        self.finish()
+
+    def finish(self) -> None:
+        """End the train: what has not been answered is lost."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        for sequence, request in self.requests:
+            self.channel.release(sequence, request)
+        self.pending = 0
+        self.sending = False
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 class _Channel:
@@ -158,7 +276,6 @@ class _Channel:
         self.identifier = random.getrandbits(16)
         self.in_flight: dict[int, _Request] = {}
         self.next_sequence = random.getrandbits(16)
-        self._sequence_waiters: list[asyncio.Future[None]] = []
         self._buffer = bytearray(65536)
         self._view = memoryview(self._buffer)
         self.stray_replies = 0
@@ -180,21 +297,12 @@ class _Channel:
         self.next_sequence = (sequence + 1) % SEQUENCE_SPACE
         return sequence
 
-    async def sequence_freed(self) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._sequence_waiters.append(waiter)
-        await waiter
-
-    def release(self, sequence: int, request: _Request) -> None:
+    def release(self, sequence: int, request: _Request) -> bool:
+        """Stop waiting for the request's reply; False if it was not waiting."""
         if self.in_flight.get(sequence) is request:
             del self.in_flight[sequence]
-            if request.timer is not None:
-                request.timer.cancel()
-            while self._sequence_waiters:
-                waiter = self._sequence_waiters.pop(0)
-                if not waiter.done():
-                    waiter.set_result(None)
-                    break
+            return True
+        return False
 
     def build_request(self, sequence: int, token: bytes, size: int) -> bytes:
         payload = token + _filler(size - TOKEN_SIZE)
@@ -243,27 +351,18 @@ class _Channel:
         if request is None or request.token != token:
             self.stray_replies += 1
             return
-        self.release(sequence, request)
-        if not request.future.done():
+        # A raw IPv4 socket hands over what arrived without checking the ICMP checksum (the
+        # kernel checks it for ping sockets and ICMPv6): a corrupted reply is no reply.
+        if start and icmp_checksum(bytes(self._view[start:length])) != 0:
+            self.stray_replies += 1
+            return
+        if self.release(sequence, request):
             arrival = Arrival(kernel_receive_time(ancillary), read_monotonic)
-            rtt = arrival.since(request.sent)
-            request.future.set_result(rtt if rtt <= request.wait_limit else None)
-
-    def expire(self, sequence: int, request: _Request) -> None:
-        # When the loop is busy the reply may be sitting in the socket buffer, received
-        # in time (its kernel timestamp says so): read everything queued before giving up.
-        if not request.future.done():
-            self.on_readable(budget=SEQUENCE_SPACE)
-        self.release(sequence, request)
-        if not request.future.done():
-            request.future.set_result(None)
+            request.train.answer(request, arrival.since(request.sent))
 
     def close(self) -> None:
-        for request in self.in_flight.values():
-            if request.timer is not None:
-                request.timer.cancel()
-            if not request.future.done():
-                request.future.set_result(None)
+        for train in {request.train for request in self.in_flight.values()}:
+            train.finish()
         self.in_flight.clear()
         self.sock.close()
 
@@ -319,13 +418,14 @@ class IcmpProber(Prober):
         self._not_permitted: set[int] = set()
         self._unavailable: dict[int, str] = {}
         self._started = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # set by start()
         self._log = logging.getLogger(__name__)
 
     async def start(self) -> None:
         if self._started:
             return
         self._started = True
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         for family in (socket.AF_INET, socket.AF_INET6):
             channel = self._open_channel(family)
             if channel is not None:
@@ -386,7 +486,8 @@ class IcmpProber(Prober):
     ) -> ProbeResult:
         if not self._started:
             await self.start()
-        loop = asyncio.get_running_loop()
+        loop = self._loop  # the one the shared sockets' readers run on
+        assert loop is not None
         began = loop.time()
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
@@ -418,11 +519,15 @@ class IcmpProber(Prober):
                 reasons.IPV4_UNAVAILABLE if family == socket.AF_INET else reasons.IPV6_UNAVAILABLE
             )
 
-        note(
-            f"pinging {address[0]} with a {channel.mode} socket: count={settings.count} "
-            f"interval={settings.interval}s packet_timeout={settings.packet_timeout}s"
+        verbose = wants_debug_text(log)
+        if verbose:
+            note(
+                f"pinging {address[0]} with a {channel.mode} socket: count={settings.count} "
+                f"interval={settings.interval}s packet_timeout={settings.packet_timeout}s"
+            )
+        rtts, send_error = await self._send_train(
+            channel, address, settings, deadline, note, verbose
         )
-        rtts, send_error = await self._send_train(channel, address, settings, deadline, note)
         self.summarize(rtts, result)
         if result.packets_received:
             result.success = True
@@ -475,61 +580,26 @@ class IcmpProber(Prober):
         settings: IcmpSettings,
         deadline: float,
         note: Callable[[str], None],
+        verbose: bool = True,
     ) -> tuple[list[float | None], OSError | None]:
         """Send the requests on schedule; return each sent request's RTT (None if
-        unanswered) in send order, and the first send error (or None)."""
-        loop = asyncio.get_running_loop()
-        size = max(int(settings.size), TOKEN_SIZE)
-        first_send = loop.time()
-        requests: list[tuple[int, _Request]] = []
-        send_error: OSError | None = None
+        unanswered) in send order, and the first send error (or None). `verbose` notes
+        each request's fate."""
+        assert self._loop is not None
+        train = _Train(channel, address, settings, deadline, note, self._loop)
         try:
-            for index in range(settings.count):
-                send_at = first_send + index * float(settings.interval)
-                if send_at >= deadline:
-                    note(f"timeout reached: {settings.count - index} requests not sent")
-                    break
-                if send_at > loop.time():
-                    await asyncio.sleep(send_at - loop.time())
-                sequence = channel.take_sequence()
-                while sequence is None:  # 65,536 requests in flight: wait for one to end
-                    async with asyncio.timeout_at(deadline):
-                        await channel.sequence_freed()
-                    sequence = channel.take_sequence()
-                token = random.getrandbits(64).to_bytes(8, "big") + time.time_ns().to_bytes(
-                    8, "big"
-                )
-                wait_limit = min(float(settings.packet_timeout), deadline - loop.time())
-                request = _Request(loop.create_future(), token, wait_limit)
-                packet = channel.build_request(sequence, token, size)
-                channel.in_flight[sequence] = request
-                requests.append((sequence, request))
-                try:
-                    channel.send(packet, address, request)
-                except OSError as exc:
-                    channel.release(sequence, request)
-                    request.future.set_result(None)
-                    send_error = send_error or exc
-                    note(f"icmp_seq={sequence}: send failed: {_errno_name(exc)} ({exc.strerror})")
-                    continue
-                request.timer = loop.call_at(
-                    loop.time() + wait_limit, channel.expire, sequence, request
-                )
-            rtts: list[float | None] = [await request.future for _, request in requests]
-        except TimeoutError:  # no sequence number free before the deadline
-            note("timeout reached while waiting for a free sequence number")
-            rtts = [r.future.result() if r.future.done() else None for _, r in requests]
+            train.start()
+            await train.done
         finally:
-            for sequence, request in requests:
-                channel.release(sequence, request)
-                if not request.future.done():
-                    request.future.cancel()
-        for (sequence, _), rtt in zip(requests, rtts, strict=True):
+            train.finish()  # also when cancelled: release the sequence numbers
+        if not verbose:
+            return train.rtts, train.send_error
+        for (sequence, _), rtt in zip(train.requests, train.rtts, strict=True):
             if rtt is None:
                 note(f"icmp_seq={sequence}: no reply")
             else:
                 note(f"icmp_seq={sequence}: reply in {rtt * 1000:.3f} ms")
-        return rtts, send_error
+        return train.rtts, train.send_error
 
     @staticmethod
     def summarize(rtts: list[float | None], result: ProbeResult | None = None) -> ProbeResult:

@@ -20,6 +20,7 @@ and TLS handshake included.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ipaddress
 import logging
 import secrets
@@ -31,7 +32,15 @@ from typing import Any
 from .. import __version__
 from ..sipmsg import SipMessage, is_number, parse_message, stream_frame_length
 from . import reasons
-from .base import ProbeFailed, Prober, ProbeResult, Seconds, Target
+from .base import (
+    DeadlineScope,
+    ProbeFailed,
+    Prober,
+    ProbeResult,
+    Seconds,
+    Target,
+    wants_debug_text,
+)
 from .netutil import (
     Arrival,
     Instant,
@@ -91,6 +100,7 @@ class _Exchange:
         self.settings = settings
         self.log = log
         self.debug: list[str] = []
+        self.verbose = wants_debug_text(log)  # the messages themselves, line by line
         self.branch = "z9hG4bK" + secrets.token_hex(10)
         self.call_id = secrets.token_hex(16)
         self.from_tag = secrets.token_hex(6)
@@ -105,6 +115,8 @@ class _Exchange:
         self.log.debug("sip %s: %s", self.target.endpoint_id, line)
 
     def note_message(self, prefix: str, data: bytes) -> None:
+        if not self.verbose:
+            return
         text = data.decode("utf-8", errors="replace").rstrip("\r\n")
         for line in text.split("\n"):
             self.note(f"{prefix} {line.rstrip(chr(13))}")
@@ -240,7 +252,7 @@ class SipProber(Prober):
             exchange.note(f"unknown transport {settings.transport!r}: use udp, tcp or tls")
             return exchange.failure(reasons.BAD_SETTINGS)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with DeadlineScope(exchange.loop, deadline):
                 host, port = _split_address(target.address, settings.port, transport)
                 if transport == "udp":
                     await self._exchange_udp(exchange, host, port, deadline)
@@ -262,7 +274,7 @@ class SipProber(Prober):
     ) -> None:
         loop = exchange.loop
         family, address = await _resolve(exchange, host, port)
-        inbox = _Inbox()
+        inbox = _Inbox(loop)
         sock, given_up = connect_udp(family, address)
         channel = TimestampedUdp(sock, inbox.put_datagram, inbox.put_error)
         try:
@@ -340,24 +352,44 @@ class _Inbox:
     """Queues received datagrams (with their arrival) and socket errors (ICMP unreachable
     arrives as one) for the transaction to take in order."""
 
-    def __init__(self) -> None:
-        self._items: asyncio.Queue[tuple[bytes, Arrival] | OSError] = asyncio.Queue()
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: collections.deque[tuple[bytes, Arrival] | OSError] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _put(self, item: tuple[bytes, Arrival] | OSError) -> None:
+        self._items.append(item)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
     def put_datagram(self, data: bytes, arrival: Arrival) -> None:
-        self._items.put_nowait((data, arrival))
+        self._put((data, arrival))
 
     def put_error(self, exc: OSError) -> None:
-        self._items.put_nowait(exc)
+        self._put(exc)
 
     async def next_item(self, wait: float) -> tuple[bytes, Arrival] | OSError | None:
-        """The next datagram or error, or None if nothing came within `wait` seconds."""
-        if self._items.empty() and wait <= 0:
-            return None
-        try:
-            async with asyncio.timeout(max(wait, 0)):
-                return await self._items.get()
-        except TimeoutError:
-            return None
+        """The next datagram or error, or None if nothing came within `wait` seconds.
+        (A future and a timer: an asyncio.Queue and asyncio.timeout cost three
+        get_running_loop() lookups, each a getpid() system call on 3.11.)"""
+        if not self._items:
+            if wait <= 0:
+                return None
+            waiter = self._waiter = self._loop.create_future()
+            handle = self._loop.call_later(wait, _wake, waiter)
+            try:
+                await waiter
+            finally:
+                handle.cancel()
+                self._waiter = None
+            if not self._items:
+                return None
+        return self._items.popleft()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 async def _read_stream(exchange: _Exchange, reader: asyncio.StreamReader) -> None:

@@ -46,8 +46,9 @@ class TcpProber(Prober):
     ) -> ProbeResult:
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
+        loop = asyncio.get_running_loop()
         return await guarded(
-            lambda: self._run(target, settings, result, note),
+            lambda: self._run(target, settings, result, note, loop),
             result,
             note,
             deadline,
@@ -55,9 +56,17 @@ class TcpProber(Prober):
             # Any other socket error (e.g. EMFILE from socket() or the resolver).
             expected=(OSError,),
             reason_for=classify_os_error,
+            loop=loop,
         )
 
-    async def _run(self, target: Target, settings: TcpSettings, result: ProbeResult, note) -> None:
+    async def _run(
+        self,
+        target: Target,
+        settings: TcpSettings,
+        result: ProbeResult,
+        note,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         port = settings.port
         if not 0 < port < 65536:
             raise ProbeFailed(reasons.BAD_SETTINGS, f"port must be 1..65535, got {port}")
@@ -68,7 +77,6 @@ class TcpProber(Prober):
             raise ProbeFailed(reasons.RESOLVE_FAILED, str(exc)) from exc
         note(f"connecting to {sockaddr[0]} port {port}")
 
-        loop = asyncio.get_running_loop()
         sock = socket.socket(family, socket.SOCK_STREAM)
         transport: asyncio.BaseTransport | None = None
         try:

@@ -15,18 +15,29 @@ import contextlib
 import logging
 import random
 import resource
+from collections.abc import Collection
 
 from aiohttp import web
 
 from ..config.model import Inventory
+from ..resources import SPARE_FDS, fds_in_use
 from .book import FaultBook
 from .control import DEFAULT_CONTROL_LISTEN, build_control_app
 from .faults import Fault
 from .limits import FLAP_CHECK_SECONDS
 from .scenario import Scenario, Step, run_scenario
-from .servers import EndpointServers, loopback_problem
+from .servers import EndpointServers, loopback_problem, plan_ports
 
 log = logging.getLogger("bridge_exporter.simulate")
+
+
+# Descriptors kept free for the control API and the connections probes open.
+CONNECTION_HEADROOM = 64
+
+
+class SimulatorLimit(RuntimeError):
+    """This process cannot serve the endpoints it was asked to: says which limit and how
+    to get past it."""
 
 
 class Simulator:
@@ -36,8 +47,10 @@ class Simulator:
         scenario: Scenario | None = None,
         control_listen: tuple[str, int] | None = None,
         seed: int | None = None,
+        only: Collection[str] | None = None,
     ):
         self.inventory = inventory
+        self.only = None if only is None else frozenset(only)  # ids to serve; None: all
         self.scenario = scenario
         self.control_listen = control_listen
         self.rng = random.Random(seed)
@@ -61,7 +74,11 @@ class Simulator:
 
     async def start(self) -> None:
         _raise_open_file_limit()
-        for endpoint in self.inventory.endpoints.values():
+        served = [
+            e for e in self.inventory.endpoints.values() if self.only is None or e.id in self.only
+        ]
+        self._check_socket_budget(served)
+        for endpoint in served:
             problem = loopback_problem(endpoint.address)
             if problem is not None:
                 self.skipped[endpoint.id] = problem
@@ -84,6 +101,31 @@ class Simulator:
             f"; control API on http://{self.control_listen[0]}:{self.control_port}/"
             if self.control_listen
             else "",
+        )
+
+    def _check_socket_budget(self, served: list) -> None:
+        """Refuse to start, in one clear line, when the listeners alone cannot fit under
+        the open-file limit: half a network that fails every probe past its first few
+        thousand points misleads more than no simulator."""
+        wanted = 0
+        for endpoint in served:
+            if loopback_problem(endpoint.address) is None:
+                plan = plan_ports(self.inventory, endpoint)
+                wanted += 2 * len(plan.sip) + len(plan.plain_tcp) + len(plan.stamp)
+                wanted += len(plan.http)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        free = soft - fds_in_use() - SPARE_FDS - CONNECTION_HEADROOM
+        if wanted <= free:
+            return
+        per_endpoint = wanted / len(served)
+        processes = -(-wanted // max(1, free))
+        raise SimulatorLimit(
+            f"{self.inventory.source}: {len(served)} endpoints need {wanted} listening "
+            f"sockets ({per_endpoint:.1f} each) but the open-file limit ({soft}, hard "
+            f"limit {hard}) leaves {max(0, free)}; split the network over processes with "
+            f"`simulate --shard I/N` (e.g. N={processes + 1}, one process per shard, each "
+            f"with its own --control.listen-address), or raise the hard limit "
+            f"(ulimit -Hn as root, LimitNOFILE= in systemd, --ulimit nofile= in docker)"
         )
 
     async def stop(self) -> None:
@@ -167,9 +209,10 @@ async def serve(
     inventory: Inventory,
     scenario: Scenario | None,
     control_listen: tuple[str, int] = DEFAULT_CONTROL_LISTEN,
+    only: Collection[str] | None = None,
 ) -> None:
-    """Run the simulator and its control API until cancelled."""
-    async with Simulator(inventory, scenario, control_listen):
+    """Run the simulator and its control API until cancelled (`only`: the ids to serve)."""
+    async with Simulator(inventory, scenario, control_listen, only=only):
         await asyncio.Event().wait()
 
 
