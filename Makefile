@@ -9,8 +9,8 @@ BIN     := $(VENV)/bin
 # sipp, fping, iproute2 (network namespaces), openssl (test certificates), util-linux
 # (setpriv, to drop CAP_NET_RAW), docker-compose (checks docker-compose.yml; no engine
 # needed), chromium (renders the HTML report headless).
-TEST_DEBS := prometheus prometheus-alertmanager sip-tester fping iproute2 openssl util-linux docker-compose chromium
-TEST_TOOLS := prometheus promtool prometheus-alertmanager amtool sipp fping ip openssl setpriv docker-compose chromium
+TEST_DEBS := curl prometheus prometheus-alertmanager sip-tester fping iproute2 openssl util-linux docker-compose chromium
+TEST_TOOLS := curl prometheus promtool prometheus-alertmanager amtool sipp fping ip openssl setpriv docker-compose chromium
 
 .PHONY: setup demo test lint test-deps clean
 

@@ -235,7 +235,7 @@ async def test_the_landing_page_lists_a_failed_reloads_first_problems_shortened(
     # 500 unknown keys of 1,000 characters each: 500 problems, 500 KB if echoed whole.
     keys = "".join(f"? {n:03d}{'k' * 997}\n: 1\n" for n in range(500))
     path.write_text(path.read_text(encoding="utf-8") + keys, encoding="utf-8")
-    async with TestClient(TestServer(make_app(exporter))) as client:
+    async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as client:
         reload = await client.post("/-/reload")
         assert reload.status == 500
         page = await (await client.get("/")).text()

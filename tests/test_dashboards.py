@@ -196,7 +196,7 @@ def test_links_lead_from_the_wall_to_the_endpoint_and_to_the_exporters_debug_pro
         assert f"/d/bridge-endpoint-{lang}?var-endpoint=${{__data.fields.endpoint}}" in overview
         endpoint = load(lang, "endpoint")
         urls = [link["url"] for link in endpoint["links"]]
-        assert "${exporter_url}/probe?target=${endpoint}&debug=true" in urls
+        assert "${exporter_url}/probe?target=${endpoint}&module=${module}&debug=true" in urls
         assert f"/d/bridge-overview-{lang}" in urls
 
 
@@ -566,3 +566,23 @@ def test_session_review_queries_return_data_over_a_backfilled_session(backfilled
 
 def by_endpoint(result: list[dict[str, Any]]) -> dict[str, float]:
     return {r["metric"]["endpoint"]: float(r["value"][1]) for r in result}
+
+
+def test_the_probe_link_answers_for_every_module_of_a_point(stack):
+    """ "Probe it now" as a user clicks it: the module variable's values for a point, each
+    substituted into the link, get the exporter's debug probe (one module per request)."""
+    board = load("en", "endpoint")
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    (link,) = [x["url"] for x in board["links"] if "/probe?" in x["url"]]
+    point = "tb-hung-ha-hung-nhan"
+    modules = label_values(
+        stack.prometheus, substitute(variables["module"]["query"], {"endpoint": point})
+    )
+    assert set(modules) == {"icmp", "sip", "stamp"}
+    for module in modules:
+        url = substitute(
+            link, {"exporter_url": stack.exporter.url, "endpoint": point, "module": module}
+        )
+        status, body = http_request(url)
+        assert status == 200, body
+        assert f"Module {module} " in body

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -27,6 +28,7 @@ SLOW_BODY = "a" * 26 + "b"
 ENDLESS_BODY = b"a" * 40 + b"b"
 # Far above what a healthy loop shows here, far below the stall of matching inline.
 MAX_LOOP_LAG_SECONDS = 0.4
+LOG = logging.getLogger("test_device_bounds")
 
 # A hostile but valid stats document just under the 8 MiB body limit: some 240,000 tiny
 # streams, which take about a second to parse and evaluate in this process.
@@ -298,3 +300,71 @@ def test_exporter_reports_body_regex_timeout_and_keeps_probing(peers, tmp_path):
         exporter.stop()
     finally:
         exporter.kill()
+
+
+async def test_workers_busy_until_the_deadline_is_the_exporters_trouble(device):
+    """With every worker held by backtracking matches, a healthy device's probe whose
+    deadline passes while it waits for a worker is `local_resource_exhausted` (the
+    exporter's capacity, which keeps the endpoint's state), never the device's `timeout`."""
+    from bridge_exporter.probes.base import Target
+    from bridge_exporter.probes.http import HttpProber, HttpSettings
+    from bridge_exporter.probes.sandbox import WorkerPool
+
+    prober = HttpProber()
+    prober._workers = WorkerPool(max_workers=1)
+    base = f"http://127.0.0.1:{device.port}"
+    hog = HttpSettings(url=f"{base}/slow", body_regex=BACKTRACKING_PATTERN)
+    healthy = HttpSettings(url=f"{base}/ok", body_regex="ready")
+    loop = asyncio.get_running_loop()
+    target = Target("p", "127.0.0.1")
+    try:
+        hogging = loop.create_task(prober.probe_until(target, hog, loop.time() + 5, LOG))
+        await asyncio.sleep(0.5)  # the hog holds the only worker now
+        waiting = await prober.probe_until(target, healthy, loop.time() + 0.4, LOG)
+        hogged = await hogging
+        after = await prober.probe_until(target, healthy, loop.time() + 5, LOG)
+    finally:
+        await prober.close()
+    assert waiting.reason == "local_resource_exhausted", waiting.debug
+    assert any("worker processes stayed busy" in line for line in waiting.debug)
+    assert hogged.reason == "body_regex_timeout"
+    assert after.success, after.debug
+
+
+async def test_a_probe_with_no_time_left_leaves_the_idle_worker_alone(device):
+    from bridge_exporter.probes.sandbox import WorkerPool
+
+    pool = WorkerPool(max_workers=1)
+    loop = asyncio.get_running_loop()
+    try:
+        await pool.call({"kind": "regex", "pattern": "a"}, [b"a"], 1.0, loop.time() + 5)
+        (worker,) = pool._idle
+        pid = worker.process.pid
+        with pytest.raises(Exception, match="no time left"):
+            await pool.call({"kind": "regex", "pattern": "a"}, [b"a"], -0.01, loop.time() + 5)
+        answer = await pool.call({"kind": "regex", "pattern": "a"}, [b"a"], 1.0, loop.time() + 5)
+        assert answer["found"]
+        assert [w.process.pid for w in pool._idle] == [pid], "the same child served on"
+    finally:
+        await pool.close()
+
+
+async def test_workers_of_a_large_exporter_are_reused_not_respawned(device):
+    """Linux carries ru_maxrss over an exec: judged by it, every child of an exporter past
+    the retire size (a 10,000-endpoint exporter is ~400 MiB) asked to be retired after each
+    answer, so every stats probe started a new Python. A child judges its own peak."""
+    from bridge_exporter.probes import sandbox
+
+    ballast = bytearray(sandbox.RETIRE_AFTER_BYTES + (64 << 20))
+    ballast[:: 1 << 12] = b"\1" * len(ballast[:: 1 << 12])  # resident, not just reserved
+    pool = sandbox.WorkerPool(max_workers=1)
+    loop = asyncio.get_running_loop()
+    try:
+        pids = []
+        for _ in range(3):
+            await pool.call({"kind": "regex", "pattern": "a"}, [b"a"], 2.0, loop.time() + 10)
+            pids += [w.process.pid for w in pool._idle]
+    finally:
+        await pool.close()
+        del ballast
+    assert len(pids) == 3 and len(set(pids)) == 1, pids

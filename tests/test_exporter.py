@@ -468,7 +468,7 @@ def test_reload_by_sighup_and_http_keeps_old_config_on_error(servers, tmp_path):
         servers.tcp(address, port)
     config = tmp_path / "bridge.yml"
     config.write_text(_inventory_text(port, {"xa-1": "127.88.10.2"}), encoding="utf-8")
-    exporter = ExporterProcess(config, tmp_path).start()
+    exporter = ExporterProcess(config, tmp_path, "--web.enable-lifecycle").start()
     try:
         exporter.wait_ready()
         exporter.wait_for(

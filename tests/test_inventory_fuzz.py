@@ -289,7 +289,7 @@ async def serve_after_reload(path: Path, text: str, accepted: bool) -> Served:
     exporter = await Exporter.create(path)
     await exporter.start()
     try:
-        async with TestClient(TestServer(make_app(exporter))) as client:
+        async with TestClient(TestServer(make_app(exporter, enable_lifecycle=True))) as client:
             path.write_text(text, encoding="utf-8")
             reload = await client.post("/-/reload")
             assert reload.status == (200 if accepted else 500), await reload.text()
@@ -454,7 +454,7 @@ def test_a_real_exporter_serves_awkward_inventories_and_survives_a_nasty_reload(
     directory = tmp_path_factory.mktemp("real")
     config = directory / "bridge.yml"
     config.write_text(first.text, encoding="utf-8")
-    exporter = ExporterProcess(config, directory).start()
+    exporter = ExporterProcess(config, directory, "--web.enable-lifecycle").start()
     try:
         exporter.wait_ready()
 

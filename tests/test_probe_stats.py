@@ -393,6 +393,7 @@ async def test_wrong_location_is_a_status_failure(device, prober):
 def _password_file(tmp_path, password: str) -> str:
     path = tmp_path / "codec-password"
     path.write_text(password + "\n")
+    path.chmod(0o600)  # a password file others may read is refused
     return str(path)
 
 

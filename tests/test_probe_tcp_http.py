@@ -452,6 +452,8 @@ async def test_http_basic_auth_password_from_file(
     secret.write_text(AUTH_PASSWORD + "\n", encoding="utf-8")  # editors add the newline
     wrong = tmp_path / "wrong"
     wrong.write_text("guess", encoding="utf-8")
+    for path in (secret, wrong):
+        path.chmod(0o600)  # a password file others may read is refused
 
     def settings(password_file: Path | None) -> HttpSettings:
         return HttpSettings(

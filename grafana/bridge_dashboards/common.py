@@ -109,6 +109,12 @@ def endpoint_variable(ctx: Context) -> db.QueryVariable:
     return query_variable("endpoint", ctx.text("var_endpoint"), query, multi=False)
 
 
+def module_variable(ctx: Context) -> db.QueryVariable:
+    """The endpoint's probe modules, for the exporter's /probe (one module per request)."""
+    query = 'label_values(bridge_probe_success{endpoint="$endpoint"}, probe)'
+    return query_variable("module", ctx.text("var_module"), query, multi=False)
+
+
 def exporter_url_variable(ctx: Context) -> db.TextBoxVariable:
     """Where the browser reaches the exporter (its `instance` label is Prometheus's view)."""
     return (

@@ -21,6 +21,7 @@ from .common import (
     exporter_url_variable,
     grid,
     link,
+    module_variable,
     scope_variables,
     state_expr,
     state_mappings,
@@ -56,13 +57,19 @@ def packet_rate(train: str, kind: str) -> str:
 def build(ctx: Context) -> db.Dashboard:
     t = ctx.text
     board = base_dashboard(ctx, "endpoint", refresh="30s", time_from="now-6h")
-    for variable in [*scope_variables(ctx), endpoint_variable(ctx), exporter_url_variable(ctx)]:
+    variables = [
+        *scope_variables(ctx),
+        endpoint_variable(ctx),
+        module_variable(ctx),
+        exporter_url_variable(ctx),
+    ]
+    for variable in variables:
         board = board.with_variable(variable)
     board = board.link(link(t("link_overview"), f"/d/{ctx.uid('overview')}"))
     board = board.link(
         link(
             t("link_probe"),
-            "${exporter_url}/probe?target=${endpoint}&debug=true",
+            "${exporter_url}/probe?target=${endpoint}&module=${module}&debug=true",
             keep_time=False,
         ).target_blank(True)
     )

@@ -15,6 +15,7 @@ STRINGS: dict[str, dict[str, str]] = {
     # variables
     "var_tier": {"en": "Tier", "vi": "Cấp"},
     "var_endpoint": {"en": "Endpoint", "vi": "Điểm cầu"},
+    "var_module": {"en": "Probe module", "vi": "Phép đo"},
     "var_exporter_url": {"en": "Exporter URL", "vi": "Địa chỉ exporter"},
     # states (value mappings)
     "state_down": {"en": "DOWN", "vi": "MẤT KẾT NỐI"},

@@ -19,18 +19,23 @@ from dataclasses import dataclass, field
 import aiohttp
 from yarl import URL
 
+from . import reasons
 from .base import ProbeFailed, ProbeResult, Target, debug_note, guarded
 from .devicetext import decode_body, printable
 from .httpclient import (
+    CREDENTIAL_HEADERS,
     REQUEST_ERRORS,
     HttpClientProber,
     basic_authorization,
-    client_timeout,
     read_password_file,
     request_error_reason,
+    request_following_redirects,
+    secret_file_problem,
+    shown_url,
+    url_password_problem,
 )
 from .netutil import bracket
-from .sandbox import WorkerPool, WorkerTimeout
+from .sandbox import WorkerBusy, WorkerPool, WorkerTimeout
 
 MAX_BODY_BYTES = 1 << 20
 # A sane pattern searches a MiB in milliseconds; one that takes a second is backtracking
@@ -53,11 +58,14 @@ class HttpSettings:
     basic_auth_user: str | None = None
     basic_auth_password_file: str | None = None  # secrets come from files, never inline
     follow_redirects: bool = True
+    # A redirect to another host than the URL's is the answer (a 3xx), not followed,
+    # unless this is true. Headers and credentials never go to another host either way.
+    follow_redirects_to_other_hosts: bool = False
 
     def problems(self) -> list[str]:
         """What is wrong with these settings, in words (the config loader reports it).
         The password file is read at probe time only: it may exist only where the
-        exporter runs."""
+        exporter runs; if it exists here, it must not be readable by others."""
         try:
             _url(Target("validate", "localhost"), self)
             _body_pattern(self)
@@ -67,7 +75,18 @@ class HttpSettings:
                 return ["basic_auth_user must not contain ':'"]
         except ProbeFailed as exc:
             return [str(exc)]
-        return []
+        problems = [
+            f"headers: {name} must not be written inline (secrets come from files): use "
+            "basic_auth_user and basic_auth_password_file"
+            for name in self.headers
+            if name.lower() in CREDENTIAL_HEADERS
+        ]
+        if problem := url_password_problem(self.url):
+            problems.append(problem)
+        path = self.basic_auth_password_file
+        if path is not None and (problem := secret_file_problem(path)):
+            problems.append(f"basic_auth_password_file: {problem}")
+        return problems
 
 
 @dataclass
@@ -98,8 +117,7 @@ class HttpProber(HttpClientProber):
 
         async def run() -> None:
             request = _prepare(target, settings)
-            shown = request.url.with_password("xxxxx") if request.url.password else request.url
-            note(f"{settings.method.upper()} {shown}")
+            note(f"{settings.method.upper()} {shown_url(request.url)}")
             await self._exchange(request, settings, deadline, result, note)
 
         return await guarded(
@@ -120,17 +138,17 @@ class HttpProber(HttpClientProber):
         result: ProbeResult,
         note,
     ) -> None:
-        async with self._client().request(
+        async with request_following_redirects(
+            self._client(),
             settings.method.upper(),
             request.url,
-            headers=request.headers,
-            allow_redirects=settings.follow_redirects,
+            deadline,
+            note,
+            follow=settings.follow_redirects,
+            other_hosts=settings.follow_redirects_to_other_hosts,
+            origin_options={"headers": request.headers},
             ssl=not settings.tls_insecure_skip_verify,  # False: no verification
-            timeout=client_timeout(deadline),
         ) as response:
-            for hop in response.history:
-                location = printable(hop.headers.get("Location", "?"))
-                note(f"redirected: {hop.status} to {location}")
             result.status_code = response.status
             version = response.version
             http_version = f"HTTP/{version.major}.{version.minor}" if version else "HTTP"
@@ -157,12 +175,14 @@ class HttpProber(HttpClientProber):
                 note(f"body matches /{pattern}/")
 
     async def _body_matches(self, pattern: str, text: str, scope: str, deadline: float) -> bool:
-        left = deadline - asyncio.get_running_loop().time() - _BODY_REGEX_MARGIN_SECONDS
-        budget = min(BODY_REGEX_SECONDS, left)
+        until = deadline - _BODY_REGEX_MARGIN_SECONDS
+        budget = min(BODY_REGEX_SECONDS, until - asyncio.get_running_loop().time())
         request = {"kind": "regex", "pattern": pattern}
         blob = text.encode("utf-8", "surrogatepass")  # a unicode_escape body may have them
         try:
-            answer = await self._workers.call(request, [blob], budget)
+            answer = await self._workers.call(request, [blob], budget, until)
+        except WorkerBusy as exc:
+            raise ProbeFailed(reasons.LOCAL_RESOURCE_EXHAUSTED, str(exc)) from None
         except WorkerTimeout:
             if budget < BODY_REGEX_SECONDS:
                 raise ProbeFailed(
@@ -174,6 +194,12 @@ class HttpProber(HttpClientProber):
                 f" ({len(text)} characters) and was stopped: it backtracks catastrophically"
                 " on this body; simplify it (no nested quantifiers such as (a+)+)",
             ) from None
+        if answer.get("memory_exhausted"):
+            raise ProbeFailed(
+                "body_regex_timeout",
+                f"/{pattern}/ needed more memory than a worker may use over the {scope} and "
+                "was stopped; simplify it",
+            )
         return bool(answer["found"])
 
 

@@ -31,9 +31,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# More than one, so that one overrun does not queue the healthy calls behind it; few, so a
-# burst of pathological devices costs bounded CPU and memory.
-MAX_WORKERS = 4
+# More than one, so that one overrun does not queue the healthy calls behind it; about one
+# per core, so that a network of devices with large documents uses every core; bounded, so
+# a burst of pathological devices costs bounded CPU and memory.
+MAX_WORKERS = min(16, max(4, os.cpu_count() or 1))
 # A child's heap limit (RLIMIT_DATA): past it, the request fails with MemoryError in the
 # child, not in the exporter. An 8 MiB document needs ~300 MiB at worst.
 MEMORY_LIMIT_BYTES = 1 << 30
@@ -49,6 +50,11 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 class WorkerTimeout(Exception):
     """The call did not finish within its budget; its child was killed."""
+
+
+class WorkerBusy(Exception):
+    """Every child stayed busy until the caller's deadline: the exporter's own capacity,
+    not the device's fault (a probe reports it as local_resource_exhausted)."""
 
 
 class WorkerLost(RuntimeError):
@@ -116,35 +122,57 @@ class WorkerPool:
         self._slots: asyncio.Semaphore | None = None
         self._idle: list[_Worker] = []
         self._reaping: set[asyncio.Task[int]] = set()
+        self._closed = False
 
     async def call(
-        self, request: dict[str, Any], blobs: Sequence[bytes], budget: float
+        self, request: dict[str, Any], blobs: Sequence[bytes], budget: float, until: float
     ) -> dict[str, Any]:
         """The child's answer to `request` (JSON-able; `kind` names the handler in
-        sandbox_child) with `blobs` (bytes) alongside. The budget, in seconds, starts once
-        a child is free (waiting for one is bounded by the caller's own timeout); past it
-        the child is killed and WorkerTimeout raised."""
+        sandbox_child) with `blobs` (bytes) alongside. Waiting for a free child lasts until
+        `until` (loop time, the caller's deadline less its margin): past it, WorkerBusy.
+        The budget, in seconds, starts once a child is free and ends by `until` at the
+        latest; past it the child is killed and WorkerTimeout raised. A call with no time
+        left fails at once and leaves the children alone."""
+        loop = asyncio.get_running_loop()
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_workers)
+        try:
+            async with asyncio.timeout_at(until):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise WorkerBusy(
+                f"all {self._max_workers} worker processes stayed busy until the deadline"
+            ) from None
+        try:
+            return await self._call_worker(request, blobs, min(budget, until - loop.time()))
+        finally:
+            self._slots.release()
+
+    async def _call_worker(
+        self, request: dict[str, Any], blobs: Sequence[bytes], budget: float
+    ) -> dict[str, Any]:
+        if budget <= 0:
+            raise WorkerTimeout("no time left for the worker")
         frame = request_frame({**request, "seconds": budget}, blobs)
-        async with self._slots:
-            worker = self._take_idle() or await _Worker.start()
-            answer: dict[str, Any] | None = None
-            try:
-                async with asyncio.timeout(budget):
-                    answer = await worker.call(frame)
-            except TimeoutError:
-                raise WorkerTimeout(f"no answer within {budget:g} s") from None
-            finally:
-                # Anything but a clean answer (a timeout, a cancelled caller) leaves the
-                # child busy or broken: it is never asked again.
-                if answer is not None and not answer.get("retire"):
-                    self._idle.append(worker)
-                else:
-                    self._discard(worker)
+        # One worker per call, back to the pool only after a clean answer.
+        worker = self._take_idle() or await _Worker.start()
+        answer: dict[str, Any] | None = None
+        try:
+            async with asyncio.timeout(budget):
+                answer = await worker.call(frame)
+        except TimeoutError:
+            raise WorkerTimeout(f"no answer within {budget:g} s") from None
+        finally:
+            # Anything but a clean answer (a timeout, a cancelled caller) leaves the
+            # child busy or broken: it is never asked again.
+            if answer is not None and not answer.get("retire") and not self._closed:
+                self._idle.append(worker)
+            else:
+                self._discard(worker)
         return answer
 
     async def close(self) -> None:
+        self._closed = True  # a call still in flight discards its child when it answers
         while self._idle:
             self._discard(self._idle.pop())
         if self._reaping:

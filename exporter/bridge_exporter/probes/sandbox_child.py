@@ -85,6 +85,19 @@ def _answer(request: dict[str, Any], blobs: list[bytes]) -> dict[str, Any]:
         return {"bug": traceback.format_exc()}
 
 
+def _peak_rss_bytes() -> int:
+    """This process's own peak resident memory. Not ru_maxrss: Linux carries that over an
+    exec from the parent, so a child of a large exporter would look large from birth."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
 def main(memory_limit: int, retire_after: int) -> None:
     with contextlib.suppress(ValueError, OSError):  # a lower hard limit already: keep it
         resource.setrlimit(resource.RLIMIT_DATA, (memory_limit, memory_limit))
@@ -97,8 +110,7 @@ def main(memory_limit: int, retire_after: int) -> None:
         if answer.get("memory_exhausted"):
             answer["memory_limit_bytes"] = memory_limit
         signal.setitimer(signal.ITIMER_REAL, 0)
-        # ru_maxrss is in KiB on Linux.
-        if resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 > retire_after:
+        if _peak_rss_bytes() > retire_after:
             answer["retire"] = True
         data = json.dumps(answer).encode("ascii")
         stdout.write(LENGTH.pack(len(data)) + data)

@@ -69,17 +69,21 @@ from typing import Any, ClassVar
 import aiohttp
 from yarl import URL
 
+from . import reasons
 from .base import ProbeFailed, ProbeResult, Target, debug_note, guarded
 from .httpclient import (
     REQUEST_ERRORS,
     HttpClientProber,
     basic_authorization,
-    client_timeout,
     read_password_file,
     request_error_reason,
+    request_following_redirects,
+    secret_file_problem,
+    shown_url,
+    url_password_problem,
 )
 from .netutil import bracket
-from .sandbox import WorkerPool, WorkerTimeout
+from .sandbox import WorkerBusy, WorkerPool, WorkerTimeout
 from .statsdoc.documents import FORMATS, Fetched
 from .statsdoc.expressions import MAIN, Expression, parse_expression
 from .statsdoc.paths import check_path
@@ -91,6 +95,10 @@ MAX_BODY_BYTES = 8 << 20  # a full Cisco /Status document is well under 1 MiB
 AUTH_SCHEMES = ("none", "basic", "digest")
 # Reading must give up before the probe's own timeout fires, so that its note is kept.
 _READ_MARGIN_SECONDS = 0.05
+# Reading a device's documents (parse and evaluate, in a worker process) may take this long
+# at most, whatever the module's timeout: a full Cisco /Status takes ~50 ms, an 8 MiB
+# hostile document under 1 s; the cap keeps one device from holding a worker for long.
+READ_SECONDS = 2.0
 
 
 @dataclass
@@ -105,10 +113,14 @@ class StatsSettings:
     username: str | None = None
     password_file: str | None = None  # secrets come from files, never inline
     tls_insecure_skip_verify: bool = False
+    # A redirect to another host than the document's is not followed unless this is true;
+    # credentials never go to another host either way.
+    follow_redirects_to_other_hosts: bool = False
 
     def problems(self) -> list[str]:
         """What is wrong with these settings, in words (the config loader reports it).
-        The password file is read at probe time only."""
+        The password file is read at probe time only; if it exists here, it must not be
+        readable by others."""
         try:
             plan = _plan_for(self)
             for _, template in plan.documents:
@@ -117,7 +129,10 @@ class StatsSettings:
                 return [f"auth {plan.auth} needs a username"]
         except ProbeFailed as exc:
             return [str(exc)]
-        return []
+        problems = [p for _, t in plan.documents if (p := url_password_problem(t))]
+        if self.password_file is not None and (problem := secret_file_problem(self.password_file)):
+            problems.append(f"password_file: {problem}")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -157,8 +172,8 @@ class StatsProber(HttpClientProber):
                 for name, template in plan.documents
             ]
             for name, url in urls:
-                note(f"GET {url}" + (f" (document {name})" if name else ""))
-            fetched = await self._fetch_all(urls, request_options, settings, deadline)
+                note(f"GET {shown_url(url)}" + (f" (document {name})" if name else ""))
+            fetched = await self._fetch_all(urls, request_options, settings, deadline, note)
             result.status_code = fetched[0].status
             await self._read(fetched, plan, deadline, result, note)
 
@@ -178,15 +193,20 @@ class StatsProber(HttpClientProber):
         request_options: Callable[[], dict[str, Any]],
         settings: StatsSettings,
         deadline: float,
+        note: Callable[[str], None],
     ) -> list[Fetched]:
         session = self._client()
 
         async def fetch(name: str, url: URL) -> Fetched:
-            async with session.get(
+            async with request_following_redirects(
+                session,
+                "GET",
                 url,
+                deadline,
+                note,
+                other_hosts=settings.follow_redirects_to_other_hosts,
+                origin_options=request_options(),
                 ssl=not settings.tls_insecure_skip_verify,  # False: no verification
-                timeout=client_timeout(deadline),
-                **request_options(),
             ) as response:
                 body = await _read_limited(response.content, url)
                 return Fetched(name, str(url), response.status, response.content_type, body)
@@ -217,10 +237,21 @@ class StatsProber(HttpClientProber):
             "expressions": [astuple(expression) for expression in plan.expressions],
             "documents": [[d.name, d.url, d.status, d.content_type] for d in fetched],
         }
-        budget = deadline - asyncio.get_running_loop().time() - _READ_MARGIN_SECONDS
+        until = deadline - _READ_MARGIN_SECONDS
+        budget = until - asyncio.get_running_loop().time()
+        capped = budget > READ_SECONDS
         try:
-            answer = await self._workers.call(request, [d.body for d in fetched], budget)
+            answer = await self._workers.call(
+                request, [d.body for d in fetched], min(budget, READ_SECONDS), until
+            )
+        except WorkerBusy as exc:
+            raise ProbeFailed(reasons.LOCAL_RESOURCE_EXHAUSTED, str(exc)) from None
         except WorkerTimeout:
+            if capped:
+                raise ProbeFailed(
+                    "parse_error",
+                    f"parsing and evaluating the documents took more than {READ_SECONDS:g} s",
+                ) from None
             raise ProbeFailed(
                 "timeout", "parsing and evaluating the documents did not finish in time"
             ) from None
@@ -342,7 +373,7 @@ def _request_options(plan: _Plan, settings: StatsSettings) -> Callable[[], dict[
     try:
         if plan.auth == "basic":
             header = basic_authorization(username, password)
-            # aiohttp drops the header if a redirect leads to another host.
+            # Sent only to the document's own origin (request_following_redirects).
             return lambda: {"headers": {"Authorization": header}}
         aiohttp.DigestAuthMiddleware(username, password)  # checks the username now
     except ValueError as exc:
