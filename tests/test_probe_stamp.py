@@ -645,3 +645,6 @@ async def test_a_train_refused_before_any_reply_stops_early_through_the_schedule
     assert (result.success, result.reason) == (False, "refused")
     assert 1 <= result.packets_sent < 50
     assert result.duration_seconds < 1.0
+    # Nothing was measured: the packet counters (loss over a window in PromQL and in the
+    # report) must not count that train as sent and lost.
+    assert done.state.endpoints[ENDPOINT].counters == {}

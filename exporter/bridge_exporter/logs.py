@@ -8,6 +8,8 @@ import logging
 import sys
 import time
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "error": logging.ERROR}  # fmt: skip
 
@@ -53,6 +55,25 @@ def setup_logging(level: str = "info", fmt: str = "logfmt") -> None:
     root.handlers[:] = [handler]
     root.setLevel(LEVELS[level])
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, MalformedRequestFilter) for f in server.filters):
+        server.addFilter(MalformedRequestFilter())
+
+
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp answers a request its parser refuses (a request line over 8190 bytes, a
+    control character) with 400, and logs it as an error with a traceback: anyone who can
+    reach the port could fill the log. Such a request is the client's mistake: one debug
+    line, no traceback. Errors in the exporter's own handlers still log as errors."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or not 400 <= (exc.code or 0) < 500:
+            return True
+        logging.getLogger("bridge_exporter.web").debug(
+            "refused a malformed request (%d): %s", exc.code, exc.message
+        )
+        return False
 
 
 class BurstLog:
