@@ -145,27 +145,42 @@ class Receiver:
         self.server.server_close()
 
 
-class Alertmanager:
-    def __init__(self, binary: str, config: Path, workdir: Path):
-        self.url = f"http://127.0.0.1:{free_port()}"
-        self.log_path = workdir / "alertmanager.log"
+class _Server:
+    """A real server process on a free loopback port, its output in WORKDIR/NAME.log, ready
+    once its /-/ready answers 200."""
+
+    def __init__(self, name: str, args: list[str], workdir: Path, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = workdir / f"{name}.log"
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.path={workdir / 'data'}",
-                    f"--web.listen-address={self.url.removeprefix('http://')}",
-                    "--cluster.listen-address=",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         wait_until(
             lambda: http_request(self.url + "/-/ready")[0] == 200,
-            20,
-            f"Alertmanager to be ready (log: {self.log_path})",
+            30,
+            f"{name} to be ready (log: {self.log_path})",
         )
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+class Alertmanager(_Server):
+    def __init__(self, binary: str, config: Path, workdir: Path):
+        port = free_port()
+        args = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ]
+        super().__init__("alertmanager", args, workdir, port)
 
     def post(self, alerts: list[dict[str, Any]]) -> None:
         """Post alerts starting now, so group_wait holds the first flush: Alertmanager
@@ -194,38 +209,19 @@ class Alertmanager:
         assert status == 200, body
         return json.loads(body)
 
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
-
-class Prometheus:
+class Prometheus(_Server):
     """A real Prometheus on a free loopback port, with the given config file."""
 
     def __init__(self, binary: str, config: Path, workdir: Path, port: int | None = None):
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / "prometheus.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={workdir / 'prometheus-data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        wait_until(
-            lambda: http_request(self.url + "/-/ready")[0] == 200,
-            30,
-            f"Prometheus to be ready (log: {self.log_path})",
-        )
+        port = port or free_port()
+        args = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ]
+        super().__init__("prometheus", args, workdir, port)
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         status, body = http_request(
@@ -238,14 +234,6 @@ class Prometheus:
 
     def by_label(self, promql: str, label: str) -> dict[str, float]:
         return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(promql)}
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
 
 
 def scale_durations(text: str, factor: float) -> str:

@@ -35,7 +35,7 @@ from .httpclient import (
     url_password_problem,
 )
 from .netutil import bracket
-from .sandbox import WorkerBusy, WorkerPool, WorkerTimeout
+from .sandbox import WorkerBusy, WorkerTimeout
 
 MAX_BODY_BYTES = 1 << 20
 # A sane pattern searches a MiB in milliseconds; one that takes a second is backtracking
@@ -100,14 +100,6 @@ class HttpProber(HttpClientProber):
     kind = "http"
     Settings = HttpSettings
     force_close = True  # every probe measures what a new client meets
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._workers = WorkerPool()
-
-    async def close(self) -> None:
-        await super().close()
-        await self._workers.close()
 
     async def probe_until(
         self, target: Target, settings: HttpSettings, deadline: float, log: logging.Logger

@@ -25,6 +25,7 @@ from . import reasons
 from .base import Prober
 from .devicetext import printable
 from .netutil import classify_os_error
+from .sandbox import WorkerPool
 
 USER_AGENT = f"bridge-exporter/{__version__}"
 # What a request can raise besides ProbeFailed and TimeoutError.
@@ -41,6 +42,10 @@ class HttpClientProber(Prober):
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
+        # What a device sent is searched or parsed in killable child processes
+        # (sandbox.py), started on first use: a hostile answer costs a child's CPU and
+        # capped memory, never the event loop's.
+        self._workers = WorkerPool()
 
     async def start(self) -> None:
         self._client()
@@ -49,6 +54,7 @@ class HttpClientProber(Prober):
         if self._session is not None:
             await self._session.close()
             self._session = None
+        await self._workers.close()
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

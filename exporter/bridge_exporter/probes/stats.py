@@ -83,7 +83,7 @@ from .httpclient import (
     url_password_problem,
 )
 from .netutil import bracket
-from .sandbox import WorkerBusy, WorkerPool, WorkerTimeout
+from .sandbox import WorkerBusy, WorkerTimeout
 from .statsdoc.documents import FORMATS, Fetched
 from .statsdoc.expressions import MAIN, Expression, parse_expression
 from .statsdoc.paths import check_path
@@ -147,16 +147,6 @@ class StatsProber(HttpClientProber):
     kind = "stats"
     Settings = StatsSettings
     default_headers: ClassVar[dict[str, str]] = {"Accept": "application/json, text/xml"}
-
-    def __init__(self) -> None:
-        super().__init__()
-        # Documents are parsed and evaluated in killable child processes (sandbox.py):
-        # a hostile document costs a child's CPU and capped memory, never the loop's.
-        self._workers = WorkerPool()
-
-    async def close(self) -> None:
-        await super().close()
-        await self._workers.close()
 
     async def probe_until(
         self, target: Target, settings: StatsSettings, deadline: float, log: logging.Logger
