@@ -66,6 +66,7 @@ def test_a_soak_with_faults_switching_keeps_descriptors_and_memory_flat():
     assert last_fds <= first_fds + 64, samples
     first_rss, last_rss = endurance.flatness(samples, "rss_bytes")
     assert last_rss <= first_rss * 1.10, samples
-    # process_open_fds (what Prometheus sees) agrees with /proc/PID/fd, read a moment
-    # apart: within the same in-flight swing as above.
-    assert all(abs(s["fds"] - s["process_open_fds"]) <= 64 for s in samples), samples
+    # What Prometheus sees (process_open_fds, read a moment apart from /proc/PID/fd, so
+    # not comparable sample by sample while probes come and go) is flat by the same rule.
+    first_seen, last_seen = endurance.flatness(samples, "process_open_fds")
+    assert last_seen <= first_seen + 64, samples
