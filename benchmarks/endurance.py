@@ -373,12 +373,13 @@ def soak(rounds: int = 500, period: float = 16.0) -> dict:
 # --- reading the figures ----------------------------------------------------------------------
 
 
-def flatness(samples: list[dict], key: str) -> tuple[float, float]:
-    """(max of the first third, max of the last third) after the first two samples
-    (warm-up: caches, allocator arenas and the first fault cycle)."""
+def flatness(samples: list[dict], key: str, pick=max) -> tuple[float, float]:
+    """(pick of the first third, pick of the last third) after the first two samples
+    (warm-up: caches, allocator arenas and the first fault cycle). `min` gives the floor:
+    what stays open whatever probes are in flight, which is where a leak shows."""
     settled = samples[2:]
     third = max(1, len(settled) // 3)
-    return max(s[key] for s in settled[:third]), max(s[key] for s in settled[-third:])
+    return pick(s[key] for s in settled[:third]), pick(s[key] for s in settled[-third:])
 
 
 def faults_text(figures: dict) -> str:

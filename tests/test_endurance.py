@@ -57,16 +57,15 @@ def test_a_soak_with_faults_switching_keeps_descriptors_and_memory_flat():
     samples = figures["samples"]
     assert samples[-1]["rounds"] >= 500
     assert figures["fault_cycles"] >= 10 and figures["prober_errors"] == 0
-    # Flat: after warm-up (the first two samples), the last third's largest figure is
-    # within 64 descriptors / 10 % of the first third's. A sample catches whatever probes
-    # are in flight (the counts swing by ~200 with them), so the slack covers that swing;
-    # a leak of one descriptor per failed probe (thousands per cycle) or a few bytes per
-    # probe (500,000 probes) still fails.
-    first_fds, last_fds = endurance.flatness(samples, "fds")
+    # Flat: after warm-up (the first two samples), the descriptors' floor (the fewest open
+    # in a sample, whatever probes were in flight: hung connections alone swing the count
+    # by hundreds) in the last third is within 64 of the first third's, and the largest
+    # memory within 10 %. A leak of one descriptor per failed probe (thousands per cycle)
+    # raises the floor; a few bytes per probe (500,000 probes) raises the memory.
+    first_fds, last_fds = endurance.flatness(samples, "fds", min)
     assert last_fds <= first_fds + 64, samples
     first_rss, last_rss = endurance.flatness(samples, "rss_bytes")
     assert last_rss <= first_rss * 1.10, samples
-    # What Prometheus sees (process_open_fds, read a moment apart from /proc/PID/fd, so
-    # not comparable sample by sample while probes come and go) is flat by the same rule.
-    first_seen, last_seen = endurance.flatness(samples, "process_open_fds")
+    # What Prometheus sees (process_open_fds) shows the same floor.
+    first_seen, last_seen = endurance.flatness(samples, "process_open_fds", min)
     assert last_seen <= first_seen + 64, samples
