@@ -24,6 +24,7 @@ from .probes import Prober, ProbeResult, Target, prober_class, reasons
 from .probes.base import DeadlineScope, mark_terse
 from .resources import RAISE_HINT, ResourceErrors
 from .state import State
+from .ticks import timers_of
 
 # Background probes' debug text is read by nobody (/probe builds its own): terse.
 log = mark_terse(logging.getLogger(__name__))
@@ -48,12 +49,17 @@ class Probers:
         prober = self._instances.get(kind)
         if prober is None:
             prober = prober_class(kind)()
+            prober.adopt_loop(asyncio.get_running_loop())
             self._instances[kind] = prober
             await prober.start()
             problem = prober.startup_problem()
             if problem:
                 log.error("%s", problem)
         return prober
+
+    def started(self, kind: str) -> Prober | None:
+        """The instance of `kind` if it has been started (no coroutine for the common case)."""
+        return self._instances.get(kind)
 
     async def start_for(self, inventory: Inventory) -> None:
         for kind in sorted({m.prober for m in inventory.modules.values()}):
@@ -129,9 +135,10 @@ async def run_probe(
 
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
-    """asyncio.sleep() without its get_running_loop() (a getpid() system call on 3.11)."""
+    """asyncio.sleep() on a coarse timer (ticks.py), without its get_running_loop() (a
+    getpid() system call on 3.11)."""
     waiter = loop.create_future()
-    handle = loop.call_at(when, _wake, waiter)
+    handle = timers_of(loop).call_at(when, _wake, waiter)
     try:
         await waiter
     finally:
@@ -266,7 +273,7 @@ class Scheduler:
     async def _probe(
         self, endpoint: Endpoint, module: Module, loop: asyncio.AbstractEventLoop
     ) -> None:
-        prober = await self.probers.get(module.prober)
+        prober = self.probers.started(module.prober) or await self.probers.get(module.prober)
         async with self._semaphore:
             self.stats.in_flight += 1
             try:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from ..ticks import Tick, timers_of
 from . import reasons
 
 
@@ -91,14 +92,15 @@ class DeadlineScope:
     has its loop at hand. Same semantics (the task is cancelled at `when`, and the scope
     raises TimeoutError if that cancellation is what ends it), without asyncio's
     get_running_loop() lookups: on CPython 3.11 each costs a getpid() system call, and with
-    thousands of probes per second those were a tenth of the exporter's CPU."""
+    thousands of probes per second those were a tenth of the exporter's CPU. Its timer is
+    a coarse one (ticks.py): it fires up to one tick late."""
 
     __slots__ = ("_cancelling", "_expired", "_handle", "_loop", "_task", "_when")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         self._loop = loop
         self._when = when
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: Tick | None = None
         self._expired = False
         self._cancelling = 0
 
@@ -108,10 +110,10 @@ class DeadlineScope:
             raise RuntimeError("DeadlineScope should be used inside a task")
         self._task = task
         self._cancelling = task.cancelling()
-        self._handle = self._loop.call_at(self._when, self._on_deadline)
+        self._handle = timers_of(self._loop).call_at(self._when, self._on_deadline)
         return self
 
-    def _on_deadline(self) -> None:
+    def _on_deadline(self, _: None = None) -> None:
         self._handle = None
         self._expired = True
         self._task.cancel()
@@ -186,6 +188,17 @@ class Prober(ABC):
     kind: ClassVar[str]
     # A dataclass whose fields (with defaults) are the module settings this prober accepts.
     Settings: ClassVar[type]
+    # The event loop every probe of this instance runs on, once known (see running_loop).
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    def adopt_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Said by the scheduler's registry, which uses each instance on one loop."""
+        self._loop = loop
+
+    def running_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop probes run on. Kept: asyncio.get_running_loop() is a getpid() system
+        call per use on CPython 3.11, and thousands of probes a second asked for it."""
+        return self._loop or asyncio.get_running_loop()
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Acquire shared resources (sockets). Must not raise for lack of privileges:

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..ticks import timers_of
 from . import reasons
 from .base import (
     ProbeFailed,
@@ -49,10 +50,9 @@ from .base import (
     wants_debug_text,
 )
 from .netutil import (
-    Arrival,
-    Instant,
     ask_for_receive_timestamps,
     classify_os_error,
+    elapsed_between,
     kernel_receive_time,
 )
 
@@ -131,27 +131,44 @@ def _filler(length: int) -> bytes:
     return bytes(i & 0xFF for i in range(max(0, length)))
 
 
+@functools.lru_cache(maxsize=16)
+def _filler_sum(length: int) -> int:
+    """The filler's share of an RFC 1071 sum (it starts on a 16-bit word boundary), modulo
+    0xFFFF as in icmp_checksum: a request's checksum then only adds up its few header and
+    token words."""
+    filler = _filler(length)
+    if len(filler) % 2:
+        filler += b"\0"
+    return int.from_bytes(filler, "big") % 0xFFFF
+
+
 def _errno_name(exc: OSError) -> str:
     return errno.errorcode.get(exc.errno or 0, str(exc.errno))
 
 
 class _Request:
-    """One echo request waiting for its reply."""
+    """One echo request waiting for its reply. (Its train holds it and it holds its
+    train: the train breaks that cycle when it ends, so ended trains are freed at once
+    rather than left to the cyclic garbage collector, thousands a second.)"""
 
-    __slots__ = ("position", "sent", "token", "train", "wait_limit")
+    __slots__ = ("checksum", "position", "sent_monotonic", "sent_wall", "token", "train",
+                 "wait_limit")  # fmt: skip
 
-    def __init__(self, train: _Train, position: int, token: bytes, wait_limit: float) -> None:
+    def __init__(
+        self, train: _Train | None, position: int, token: bytes, wait_limit: float
+    ) -> None:
         self.train = train
         self.position = position  # in the train's send order
         self.token = token
         self.wait_limit = wait_limit  # seconds; a later reply counts as lost
-        self.sent = Instant(0.0, 0.0)  # set when sent
+        self.sent_wall = self.sent_monotonic = 0.0  # set when sent
+        self.checksum = 0  # of the request (raw IPv4), to check the reply's cheaply
 
 
 class _Train:
-    """One probe's train of echo requests, driven by loop callbacks: a timer handle per
-    send and one for the whole train's expiry, one future for the probe to wait on. (A
-    coroutine sleep, a future and a timer per packet cost more CPU than the ping.)"""
+    """One probe's train of echo requests, driven by coarse timers (ticks.py): one per
+    send and one for the whole train's expiry, and one future for the probe to wait on.
+    (A coroutine sleep, a future and a timer per packet cost more CPU than the ping.)"""
 
     __slots__ = (
         "address", "channel", "count", "deadline", "done", "expires", "first_send",
@@ -184,7 +201,7 @@ class _Train:
         self.sending = True
         self.expires = 0.0  # when the last request sent stops waiting (loop time)
         self.send_error: OSError | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # waiting for a free sequence number
         self.first_send = self.loop.time()
 
     def start(self) -> None:
@@ -195,7 +212,12 @@ class _Train:
 
     def _send(self, index: int) -> None:
         self.timer = None
+        if not self.sending:
+            return  # the train ended (cancelled) while this send waited for its tick
         loop, channel = self.loop, self.channel
+        if index and loop.time() >= self.deadline:
+            self._stop_sending(index)
+            return
         sequence = channel.take_sequence()
         if sequence is None:  # 65,536 requests in flight: wait for one to end
             if loop.time() + SEQUENCE_RETRY_SECONDS < self.deadline:
@@ -207,7 +229,7 @@ class _Train:
         token = random.getrandbits(64).to_bytes(8, "big") + time.time_ns().to_bytes(8, "big")
         wait_limit = min(self.packet_timeout, self.deadline - loop.time())
         request = _Request(self, len(self.rtts), token, wait_limit)
-        packet = channel.build_request(sequence, token, self.size)
+        packet = channel.build_request(sequence, token, self.size, request)
         channel.in_flight[sequence] = request
         self.rtts.append(None)
         self.requests.append((sequence, request))
@@ -229,14 +251,16 @@ class _Train:
         if send_at >= self.deadline:
             self._stop_sending(following)
         else:
-            self.timer = loop.call_at(send_at, self._send, following)
+            # A coarse timer (ticks.py): a send runs up to one tick late; RTTs count from
+            # the actual send, so only the spacing between a train's requests moves.
+            channel.timers.call_at(send_at, self._send, following)
 
     def _stop_sending(self, unsent_from: int | None) -> None:
         if unsent_from is not None:
             self.note(f"timeout reached: {self.count - unsent_from} requests not sent")
         self.sending = False
         if self.pending:
-            self.timer = self.loop.call_at(self.expires, self._expire)
+            self.channel.timers.call_at(self.expires, self._expire)
         else:
             self.finish()
 
@@ -246,10 +270,11 @@ class _Train:
         if not self.pending and not self.sending:
             self.finish()
 
-    def _expire(self) -> None:
+    def _expire(self, _: None) -> None:
+        if self.done.done():
+            return
         # When the loop is busy the replies may be sitting in the socket buffer, received
         # in time (their kernel timestamps say so): read everything queued before giving up.
-        self.timer = None
         self.channel.on_readable(budget=SEQUENCE_SPACE)
         self.finish()
 
@@ -260,6 +285,7 @@ class _Train:
             self.timer = None
         for sequence, request in self.requests:
             self.channel.release(sequence, request)
+            request.train = None
         self.pending = 0
         self.sending = False
         if not self.done.done():
@@ -269,10 +295,13 @@ class _Train:
 class _Channel:
     """One shared socket of one address family, and the requests in flight on it."""
 
-    def __init__(self, family: int, sock: socket.socket, mode: str) -> None:
+    def __init__(
+        self, family: int, sock: socket.socket, mode: str, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.family = family
         self.sock = sock
         self.mode = mode
+        self.timers = timers_of(loop)
         self.identifier = random.getrandbits(16)
         self.in_flight: dict[int, _Request] = {}
         self.next_sequence = random.getrandbits(16)
@@ -304,17 +333,22 @@ class _Channel:
             return True
         return False
 
-    def build_request(self, sequence: int, token: bytes, size: int) -> bytes:
-        payload = token + _filler(size - TOKEN_SIZE)
-        header = struct.pack("!BBHHH", self._echo_request, 0, 0, self.identifier, sequence)
+    def build_request(self, sequence: int, token: bytes, size: int, request: _Request) -> bytes:
+        checksum = 0  # ICMPv6 checksums cover the IPv6 pseudo-header: the kernel fills them in
         if self.family == socket.AF_INET:
-            checksum = icmp_checksum(header + payload)
-            header = header[:2] + struct.pack("!H", checksum) + header[4:]
-        # ICMPv6 checksums cover the IPv6 pseudo-header: the kernel fills them in.
-        return header + payload
+            # icmp_checksum of the whole packet, from its parts (see _filler_sum).
+            words = (
+                self.identifier + sequence + int.from_bytes(token, "big") % 0xFFFF
+                + _filler_sum(size - TOKEN_SIZE)
+            )  # fmt: skip
+            request.checksum = words % 0xFFFF  # what the reply, type 0, adds up to
+            checksum = ~((words + (self._echo_request << 8)) % 0xFFFF or 0xFFFF) & 0xFFFF
+        header = struct.pack("!BBHHH", self._echo_request, 0, checksum, self.identifier, sequence)
+        return header + token + _filler(size - TOKEN_SIZE)
 
     def send(self, packet: bytes, address: tuple[Any, ...], request: _Request) -> None:
-        request.sent = Instant.now()
+        request.sent_wall = time.time()
+        request.sent_monotonic = time.monotonic()
         self.sock.sendto(packet, address)
         # A burst of sends (thousands of probes starting together) keeps the loop from
         # running the reader; read in between so replies don't overflow the buffer.
@@ -353,12 +387,27 @@ class _Channel:
             return
         # A raw IPv4 socket hands over what arrived without checking the ICMP checksum (the
         # kernel checks it for ping sockets and ICMPv6): a corrupted reply is no reply.
-        if start and icmp_checksum(bytes(self._view[start:length])) != 0:
+        if start and not self._checksum_holds(request, start, length):
             self.stray_replies += 1
             return
-        if self.release(sequence, request):
-            arrival = Arrival(kernel_receive_time(ancillary), read_monotonic)
-            request.train.answer(request, arrival.since(request.sent))
+        train = request.train
+        if train is not None and self.release(sequence, request):
+            kernel_wall = kernel_receive_time(ancillary)
+            rtt = elapsed_between(
+                request.sent_wall, request.sent_monotonic, kernel_wall, read_monotonic
+            )
+            train.answer(request, rtt)
+
+    def _checksum_holds(self, request: _Request, start: int, length: int) -> bool:
+        """Whether a raw IPv4 reply's ICMP checksum is right. A reply that echoes our
+        payload exactly (the usual case) adds up to the request's sum plus its checksum
+        field; anything else is summed in full."""
+        train = request.train
+        echoed = self._view[start + 8 + TOKEN_SIZE : length]
+        if train is not None and echoed == _filler(train.size - TOKEN_SIZE):
+            (checksum,) = struct.unpack_from("!H", self._buffer, start + 2)
+            return (request.checksum + checksum) % 0xFFFF == 0
+        return icmp_checksum(bytes(self._view[start:length])) == 0
 
     def close(self) -> None:
         for train in {request.train for request in self.in_flight.values()}:
@@ -439,7 +488,8 @@ class IcmpProber(Prober):
         denied = False
         for mode in self._allowed_modes:
             try:
-                return _Channel(family, _open_socket(family, mode), mode)
+                assert self._loop is not None
+                return _Channel(family, _open_socket(family, mode), mode, self._loop)
             except PermissionError:
                 denied = True
             except OSError as exc:  # e.g. IPv6 disabled in this kernel
