@@ -29,7 +29,6 @@ from bridge_exporter.sipmsg import (
 )
 from conftest import free_port, need_tool
 from scheduler_round import one_round, single_module_inventory
-from test_probe_stamp import force_self_connect
 from thread_peers import ThreadUdpPeer, block_loop_once
 
 LOG = logging.getLogger("test.sip")
@@ -38,7 +37,11 @@ SLACK = 0.5  # what a hung peer may cost beyond the timeout
 
 
 async def run_probe(address: str, timeout: float = 2.0, **settings) -> ProbeResult:
-    return await SipProber().probe(Target("ep-1", address), SipSettings(**settings), timeout, LOG)
+    prober = SipProber()
+    try:
+        return await prober.probe(Target("ep-1", address), SipSettings(**settings), timeout, LOG)
+    finally:
+        await prober.close()
 
 
 # --- sipp, a real user agent server ----------------------------------------------------
@@ -380,16 +383,25 @@ async def test_udp_to_a_closed_port_is_refused():
     assert result.duration_seconds < 1.0
 
 
-async def test_a_socket_connected_to_itself_is_replaced_and_the_port_is_refused(monkeypatch):
-    # Were the kernel to give our socket the target's own port (nothing listens there),
-    # we would read our own OPTIONS back; the socket is replaced and the truth comes out.
-    port = free_port(kind=socket.SOCK_DGRAM)
-    forced = force_self_connect(monkeypatch, port)
-    result = await run_probe("127.0.0.1", timeout=2.0, port=port)
-    assert forced, "the test did not bite"
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.5"])
+async def test_probing_the_probers_own_udp_port_is_refused(address):
+    # The shared UDP socket holds its port on every local address, so an endpoint given
+    # that port would hear our own OPTIONS come back, never an answer. Nothing else can
+    # listen there: the truth is "refused", at once, not a timeout or invalid_response.
+    prober = SipProber()
+    transport, _peer, peer_port = await start_udp_peer(answer_200)
+    try:
+        warm = await prober.probe(Target("ep-1", "127.0.0.1"), SipSettings(port=peer_port), 2, LOG)
+        own_port = prober.udp_ports()["ipv4"]
+        result = await prober.probe(Target("ep-1", address), SipSettings(port=own_port), 2, LOG)
+    finally:
+        transport.close()
+        await prober.close()
+    assert warm.success, warm.debug
     assert not result.success
     assert result.reason == "refused", result.debug
-    assert any("connected our socket to itself" in line for line in result.debug)
+    assert any("our own OPTIONS came back" in line for line in result.debug)
+    assert result.duration_seconds < 1.0
 
 
 async def test_ipv6_loopback():

@@ -2,10 +2,11 @@
 local resource exhaustion (EMFILE, ENFILE, ENOBUFS, ENOMEM) counted as the exporter's
 trouble, never as the network's.
 
-Every tcp, h323, http, sip, stamp and stats probe holds about one socket while it runs;
-icmp probes share one socket per address family. So the descriptors left after the
-exporter's own (listeners, ICMP sockets, log, event loop) and a spare for HTTP clients
-bound the probes in flight, and `concurrency` should not exceed them.
+Every tcp, h323, http, stamp, stats and SIP-over-TCP/TLS probe holds about one socket
+while it runs; icmp and SIP-over-UDP probes share one socket per address family. So the
+descriptors left after the exporter's own (listeners, shared sockets, log, event loop) and
+a spare for HTTP clients bound the probes in flight, and `concurrency` should not exceed
+them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import resource
 import time
 from dataclasses import dataclass, field
 
-from .config.model import Inventory
+from .config.model import Inventory, Module
 from .probes.reasons import LOCAL_RESOURCE_EXHAUSTED
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,8 @@ LOCAL_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, er
 # the resolver's sockets in its worker threads, reading /proc. A Prometheus or two and an
 # operator's browser need a handful; 16 leaves room for a burst of them.
 SPARE_FDS = 16
-# Probers that share one socket per address family, whatever the probes in flight.
+# Probers that share one socket per address family, whatever the probes in flight (sip
+# over UDP too: see shares_a_socket).
 SHARED_SOCKET_PROBERS = frozenset({"icmp"})
 # Probers whose HTTP client keeps an idle keep-alive connection per target between probes.
 KEEP_ALIVE_PROBERS = frozenset({"stats"})
@@ -142,11 +144,18 @@ class FdBudget:
         )
 
 
+def shares_a_socket(module: Module) -> bool:
+    """Whether the module's probes go through a socket shared by all of them."""
+    if module.prober == "sip":
+        return str(getattr(module.settings, "transport", "")).lower() == "udp"
+    return module.prober in SHARED_SOCKET_PROBERS
+
+
 def fd_budget(inventory: Inventory, limit: FdLimit | None = None) -> FdBudget:
     socket_probes = kept_alive = 0
     for endpoint in inventory.endpoints.values():
         for module in inventory.modules_of(endpoint):
-            if module.prober not in SHARED_SOCKET_PROBERS:
+            if not shares_a_socket(module):
                 socket_probes += 1
             if module.prober in KEEP_ALIVE_PROBERS:
                 kept_alive += 1

@@ -10,6 +10,12 @@ client transaction (timer E): first after T1, then at doubling intervals capped 
 the Proceeding state the request goes on being retransmitted every T2 until a final
 response arrives or the probe's timeout (timer F) ends the transaction.
 
+Every SIP-over-UDP probe of the prober goes through one shared, unconnected UDP socket per
+address family (see udp_shared.py): a reply counts for a transaction only if it comes from
+the address and port the request went to and carries the transaction's Call-ID (then its
+Via branch and CSeq are checked too). ICMP port unreachable reaches the transaction it is
+about through the socket's error queue, as `refused`, as a connected socket would have.
+
 The round-trip time runs from the first send to the final response. Over UDP the
 response's arrival is the kernel's receive timestamp (SO_TIMESTAMPNS), so a busy event
 loop that reads it late does not lengthen the figure; over TCP and TLS it is the time the
@@ -21,9 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
+import functools
 import ipaddress
 import logging
+import re
 import secrets
+import socket
 import ssl
 import time
 from dataclasses import dataclass, field
@@ -45,12 +55,11 @@ from .netutil import (
     Arrival,
     Instant,
     ResolveError,
-    TimestampedUdp,
     classify_os_error,
-    connect_udp,
     resolve,
     tls_context,
 )
+from .udp_shared import LocalAddresses, SharedUdpSocket
 
 DEFAULT_T1 = Seconds(0.5)  # RFC 3261 T1, the round-trip time estimate
 DEFAULT_T2 = Seconds(4.0)  # RFC 3261 T2, the longest interval between retransmissions
@@ -58,6 +67,8 @@ MIN_T1_SECONDS = 0.01
 CLOSE_WAIT = 0.25  # seconds to wait for a TCP/TLS connection to close after the answer
 MAX_STREAM_BUFFER = 65536  # a header section larger than this is not a SIP response
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+# The Call-ID line as build_request writes it: what finds the owner of a returned request.
+_SENT_CALL_ID = re.compile(rb"\r\nCall-ID: ([0-9a-f]{32})\r\n")
 
 
 @dataclass
@@ -92,8 +103,14 @@ class SipSettings:
 class _Exchange:
     """One OPTIONS transaction: the request's identifiers, what came back, the debug log."""
 
-    def __init__(self, target: Target, settings: SipSettings, log: logging.Logger) -> None:
-        self.loop = asyncio.get_running_loop()
+    def __init__(
+        self,
+        target: Target,
+        settings: SipSettings,
+        log: logging.Logger,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.loop = loop
         self.started_at = self.loop.time()
         self.first_sent: Instant | None = None
         self.target = target
@@ -164,8 +181,13 @@ class _Exchange:
     def consider(self, data: bytes, arrival: Arrival | None = None) -> bool:
         """Take one received message (that arrived at `arrival`, if known; else now);
         True once a matching final response has arrived."""
+        return self.consider_parsed(data, parse_message(data), arrival)
+
+    def consider_parsed(
+        self, data: bytes, message: SipMessage | None, arrival: Arrival | None = None
+    ) -> bool:
+        """consider() of a message already parsed (None: not a SIP message)."""
         elapsed = self.elapsed(arrival)
-        message = parse_message(data)
         if message is None or not message.is_response or not _has_transaction_headers(message):
             self.invalid_count += 1
             preview = data[:200].decode("utf-8", errors="backslashreplace")
@@ -243,10 +265,20 @@ class SipProber(Prober):
     kind = "sip"
     Settings = SipSettings
 
+    def __init__(self) -> None:
+        self._udp = _SharedUdp()
+
+    async def close(self) -> None:
+        self._udp.close()
+
+    def udp_ports(self) -> dict[str, int]:
+        """The shared UDP sockets' local ports by family ("ipv4", "ipv6"), once opened."""
+        return self._udp.ports()
+
     async def probe_until(
         self, target: Target, settings: Any, deadline: float, log: logging.Logger
     ) -> ProbeResult:
-        exchange = _Exchange(target, settings, log)
+        exchange = _Exchange(target, settings, log, self.running_loop())
         transport = str(settings.transport).lower()
         if transport not in DEFAULT_PORTS:
             exchange.note(f"unknown transport {settings.transport!r}: use udp, tcp or tls")
@@ -274,21 +306,22 @@ class SipProber(Prober):
     ) -> None:
         loop = exchange.loop
         family, address = await _resolve(exchange, host, port)
+        shared = self._udp
+        udp = shared.socket_for(family, loop)
+        local = (shared.local_addresses.for_destination(family, address), udp.port)
         inbox = _Inbox(loop)
-        sock, given_up = connect_udp(family, address)
-        channel = TimestampedUdp(sock, inbox.put_datagram, inbox.put_error)
+        waiting = _Waiting(exchange.call_id, (address[0], address[1]), local, inbox, udp)
+        shared.register(waiting)
         try:
-            if given_up:
-                exchange.note("the kernel connected our socket to itself: replaced it")
-            if not channel.kernel_timestamps:
+            if not udp.kernel_timestamps:
                 exchange.note("no kernel receive timestamps: the RTT includes event-loop delays")
-            request = exchange.build_request("udp", _uri_host(host), port, channel.local)
+            request = exchange.build_request("udp", _uri_host(host), port, local)
             destination = f"{_uri_host(address[0])}:{port} over UDP"
             t2 = max(float(exchange.settings.t2), float(exchange.settings.t1))
             interval = min(max(float(exchange.settings.t1), MIN_T1_SECONDS), t2)
             attempt = 1
             exchange.mark_sending(request, attempt, destination)
-            channel.send(request)
+            udp.send_to(request, address)
             next_send = loop.time() + interval
             while True:
                 if loop.time() >= deadline:
@@ -298,7 +331,7 @@ class SipProber(Prober):
                     if loop.time() >= next_send:
                         attempt += 1
                         exchange.mark_sending(request, attempt, destination)
-                        channel.send(request)
+                        udp.send_to(request, address)
                         # Timer E: doubling while Trying; T2 once Proceeding (after a 1xx).
                         proceeding = exchange.provisional_code is not None
                         interval = t2 if proceeding else min(interval * 2, t2)
@@ -306,10 +339,10 @@ class SipProber(Prober):
                     continue
                 if isinstance(item, Exception):
                     raise item
-                if exchange.consider(*item):
+                if exchange.consider_parsed(*item):
                     return
         finally:
-            channel.close()
+            shared.unregister(waiting)
 
     async def _exchange_stream(
         self, exchange: _Exchange, host: str, port: int, transport: str, deadline: float
@@ -348,27 +381,30 @@ class SipProber(Prober):
             raise ProbeFailed(reasons.BAD_SETTINGS, f"cannot load tls_ca_file: {exc}") from exc
 
 
+_Datagram = tuple[bytes, SipMessage | None, Arrival]  # as received, parsed, when it arrived
+
+
 class _Inbox:
-    """Queues received datagrams (with their arrival) and socket errors (ICMP unreachable
-    arrives as one) for the transaction to take in order."""
+    """Queues received datagrams (parsed, with their arrival) and socket errors (ICMP
+    unreachable arrives as one) for the transaction to take in order."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._items: collections.deque[tuple[bytes, Arrival] | OSError] = collections.deque()
+        self._items: collections.deque[_Datagram | OSError] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
 
-    def _put(self, item: tuple[bytes, Arrival] | OSError) -> None:
+    def _put(self, item: _Datagram | OSError) -> None:
         self._items.append(item)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def put_datagram(self, data: bytes, arrival: Arrival) -> None:
-        self._put((data, arrival))
+    def put_datagram(self, data: bytes, message: SipMessage | None, arrival: Arrival) -> None:
+        self._put((data, message, arrival))
 
     def put_error(self, exc: OSError) -> None:
         self._put(exc)
 
-    async def next_item(self, wait: float) -> tuple[bytes, Arrival] | OSError | None:
+    async def next_item(self, wait: float) -> _Datagram | OSError | None:
         """The next datagram or error, or None if nothing came within `wait` seconds.
         (A future and a timer: an asyncio.Queue and asyncio.timeout cost three
         get_running_loop() lookups, each a getpid() system call on 3.11.)"""
@@ -390,6 +426,127 @@ class _Inbox:
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
+
+
+class _Waiting:
+    """One UDP transaction waiting on a shared socket: whose answers are whose."""
+
+    __slots__ = ("call_id", "inbox", "local", "peer", "udp")
+
+    def __init__(
+        self,
+        call_id: str,
+        peer: tuple[str, int],
+        local: tuple[str, int],
+        inbox: _Inbox,
+        udp: SharedUdpSocket,
+    ) -> None:
+        self.call_id = call_id
+        self.peer = peer  # where the request goes; answers must come from there
+        self.local = local  # where it comes from: our own request, if it comes back
+        self.inbox = inbox
+        self.udp = udp
+
+
+class _SharedUdp:
+    """The prober's shared UDP sockets (one per address family, opened on first use) and
+    the transactions waiting on them. Each datagram goes to the transaction whose Call-ID
+    it carries if it comes from that transaction's peer; one whose Call-ID is nobody's goes
+    to every transaction with that peer (which each log it as not theirs, as a connected
+    socket's transaction did); anything else is dropped, counted in `strays`."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[int, SharedUdpSocket] = {}
+        self._by_call_id: dict[str, _Waiting] = {}
+        self._by_peer: dict[tuple[str, int], dict[str, _Waiting]] = {}
+        self.local_addresses = LocalAddresses()
+        self.strays = 0
+
+    def socket_for(self, family: int, loop: asyncio.AbstractEventLoop) -> SharedUdpSocket:
+        """The open shared socket of `family` on `loop`: opened now if there is none yet,
+        the last one broke, or it belongs to another (a test's earlier) event loop.
+        Raises the OSError of socket() or bind() (EMFILE: local_resource_exhausted)."""
+        udp = self._sockets.get(family)
+        if udp is not None and not udp.closed and udp.loop is loop:
+            return udp
+        if udp is not None:
+            udp.close()
+        udp = SharedUdpSocket(family, loop, self._on_datagram, self._on_error, self._on_broken)
+        self._sockets[family] = udp
+        return udp
+
+    def ports(self) -> dict[str, int]:
+        names = {socket.AF_INET: "ipv4", socket.AF_INET6: "ipv6"}
+        return {names[f]: udp.port for f, udp in self._sockets.items() if not udp.closed}
+
+    def register(self, waiting: _Waiting) -> None:
+        self._by_call_id[waiting.call_id] = waiting
+        self._by_peer.setdefault(waiting.peer, {})[waiting.call_id] = waiting
+
+    def unregister(self, waiting: _Waiting) -> None:
+        if self._by_call_id.get(waiting.call_id) is waiting:
+            del self._by_call_id[waiting.call_id]
+        same_peer = self._by_peer.get(waiting.peer)
+        if same_peer is not None and same_peer.get(waiting.call_id) is waiting:
+            del same_peer[waiting.call_id]
+            if not same_peer:
+                del self._by_peer[waiting.peer]
+
+    def _on_datagram(self, data: bytes, arrival: Arrival, source: tuple[Any, ...]) -> None:
+        peer = (source[0], source[1])
+        message = parse_message(data)
+        call_id = message.header("call-id") if message is not None else None
+        waiting = self._by_call_id.get(call_id) if call_id else None
+        if waiting is not None:
+            assert message is not None
+            if not message.is_response and peer == waiting.local:
+                waiting.inbox.put_error(
+                    OSError(
+                        errno.ECONNREFUSED,
+                        "our own OPTIONS came back: the destination is this exporter's own "
+                        "SIP socket, and nothing else listens there",
+                    )
+                )
+            elif peer == waiting.peer:
+                waiting.inbox.put_datagram(data, message, arrival)
+            else:
+                self.strays += 1  # another source (or a late answer) must not count
+            return
+        same_peer = self._by_peer.get(peer)
+        if not same_peer:
+            self.strays += 1
+            return
+        for each in list(same_peer.values()):
+            each.inbox.put_datagram(data, message, arrival)
+
+    def _on_error(self, sent: bytes, destination: tuple[Any, ...], exc: OSError) -> None:
+        """An ICMP error about a request we sent to `destination` (`sent` is its start)."""
+        peer = (destination[0], destination[1])
+        found = _SENT_CALL_ID.search(sent)
+        if found is not None:
+            waiting = self._by_call_id.get(found.group(1).decode("ascii"))
+            if waiting is not None and waiting.peer == peer:
+                waiting.inbox.put_error(exc)
+            return
+        # Cut before its Call-ID: the error is about the destination, so for all waiting on it.
+        for each in list(self._by_peer.get(peer, {}).values()):
+            each.inbox.put_error(exc)
+
+    def _on_broken(self, exc: OSError) -> None:
+        """A shared socket failed for good: its transactions fail with its error; the next
+        probe opens a new one."""
+        for waiting in list(self._by_call_id.values()):
+            if waiting.udp.closed:
+                waiting.inbox.put_error(exc)
+
+    def close(self) -> None:
+        for udp in self._sockets.values():
+            udp.close()
+        self._sockets.clear()
+        closed = OSError(errno.ECANCELED, "the SIP prober was closed (the exporter is stopping)")
+        for waiting in list(self._by_call_id.values()):
+            waiting.inbox.put_error(closed)
+        self.local_addresses.clear()
 
 
 async def _read_stream(exchange: _Exchange, reader: asyncio.StreamReader) -> None:
@@ -467,6 +624,7 @@ async def _resolve(exchange: _Exchange, host: str, port: int) -> tuple[int, tupl
     return family, address
 
 
+@functools.lru_cache(maxsize=65536)  # three per probe, and ipaddress parsing is slow
 def _uri_host(host: str) -> str:
     """An address as written in a SIP URI or Via: IPv6 in brackets, zone index dropped."""
     host = host.split("%", 1)[0]

@@ -46,7 +46,7 @@ class TcpProber(Prober):
     ) -> ProbeResult:
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
-        loop = asyncio.get_running_loop()
+        loop = self.running_loop()
         return await guarded(
             lambda: self._run(target, settings, result, note, loop),
             result,
