@@ -276,6 +276,33 @@ async def test_a_thousand_targets_share_one_socket(prober):
     assert len(prober.sockets()) <= 2  # one per address family, IPv4 the only one used
 
 
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
+async def test_replies_to_another_pinger_never_reach_this_probers_socket(prober, address):
+    """A raw socket hears every echo reply the host receives: with shards of the exporter
+    (or any pinger) on one host, each would pay for reading all the others' replies. The
+    kernel keeps them out; without the socket filter, the other's ten replies queue here."""
+    if prober.socket_mode() != "raw":
+        pytest.skip("ping sockets are demultiplexed by the kernel anyway")
+    family = "ipv4" if "." in address else "ipv6"
+    ours = prober.sockets()[family]
+    asyncio.get_running_loop().remove_reader(ours.fileno())  # leave what arrives queued
+    other = IcmpProber()
+    await other.start()
+    try:
+        result = await other.probe(
+            Target("x", address), IcmpSettings(count=10, interval=0.01), 2.0, LOG
+        )
+    finally:
+        await other.close()
+    assert result.packets_received == 10
+    with pytest.raises(BlockingIOError):
+        ours.recv(4096)
+    # Its own replies still come through.
+    asyncio.get_running_loop().add_reader(ours.fileno(), prober.channel(ours.family).on_readable)
+    mine = await prober.probe(Target("y", address), IcmpSettings(count=3, interval=0.01), 2, LOG)
+    assert mine.packets_received == 3
+
+
 def test_sequence_numbers_wrap_and_skip_those_in_flight(prober):
     channel = prober.channel(socket.AF_INET)
     channel.next_sequence = 65535

@@ -62,7 +62,15 @@ class Probers:
         return self._instances.get(kind)
 
     async def start_for(self, inventory: Inventory) -> None:
-        for kind in sorted({m.prober for m in inventory.modules.values()}):
+        """Start the probers the endpoints use. (A module no endpoint uses starts its
+        prober at its first /probe: an idle raw ICMP socket still reads every echo reply
+        the host receives.)"""
+        kinds = {
+            module.prober
+            for endpoint in inventory.endpoints.values()
+            for module in inventory.modules_of(endpoint)
+        }
+        for kind in sorted(kinds):
             await self.get(kind)
 
     def startup_problems(self) -> dict[str, str]:

@@ -25,6 +25,8 @@ inflate them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import errno
 import functools
 import ipaddress
@@ -303,6 +305,8 @@ class _Channel:
         self.mode = mode
         self.timers = timers_of(loop)
         self.identifier = random.getrandbits(16)
+        if mode == "raw":
+            _pass_only_our_identifier(sock, family, self.identifier)
         self.in_flight: dict[int, _Request] = {}
         self.next_sequence = random.getrandbits(16)
         self._buffer = bytearray(65536)
@@ -438,6 +442,38 @@ def _enlarge_buffers(sock: socket.socket) -> None:
     except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
+
+
+# Classic BPF, as struct sock_filter {u16 code; u8 jt, jf; u32 k}: load the ICMP identifier
+# (after the IPv4 header on a raw IPv4 socket; ICMPv6 sockets start at the ICMP header),
+# keep the packet if it is ours, else drop it.
+_BPF_LDX_MSH_B, _BPF_LD_H_IND, _BPF_LD_H_ABS, _BPF_JEQ_K, _BPF_RET_K = (
+    0xB1, 0x48, 0x28, 0x15, 0x06,
+)  # fmt: skip
+_BPF_KEEP = 0x40000  # bytes of the packet to keep: all of it
+SO_ATTACH_FILTER = 26
+
+
+def _identifier_filter(family: int, identifier: int) -> list[tuple[int, int, int, int]]:
+    load = (
+        [(_BPF_LDX_MSH_B, 0, 0, 0), (_BPF_LD_H_IND, 0, 0, 4)]
+        if family == socket.AF_INET
+        else [(_BPF_LD_H_ABS, 0, 0, 4)]
+    )
+    return [*load, (_BPF_JEQ_K, 0, 1, identifier), (_BPF_RET_K, 0, 0, _BPF_KEEP),
+            (_BPF_RET_K, 0, 0, 0)]  # fmt: skip
+
+
+def _pass_only_our_identifier(sock: socket.socket, family: int, identifier: int) -> None:
+    """A raw socket gets a copy of every echo reply the host receives: other pingers',
+    and other exporters' on the same host (shards). Let the kernel drop the replies to
+    other identifiers, so their cost is not ours (the reader checks the identifier too)."""
+    program = _identifier_filter(family, identifier)
+    code = b"".join(struct.pack("=HBBI", *instruction) for instruction in program)
+    buffer = ctypes.create_string_buffer(code, len(code))
+    fprog = struct.pack("@HP", len(program), ctypes.addressof(buffer))
+    with contextlib.suppress(OSError):  # not fatal: the reader checks the identifier too
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
 
 def _pass_only_echo_replies(sock: socket.socket, family: int) -> None:
