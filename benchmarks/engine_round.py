@@ -14,6 +14,9 @@ TCP by benchmarks/loopback_peers.py), in this order:
    probe;
 4. fping -C 5 -q -p 200 over the same addresses: CPU per echo (user + system).
 
+With --shards N, the full load runs a second time as N exporters (`--shard I/N`) on this
+host, each scraped as its own target: the way to use more than one core.
+
     .venv/bin/python benchmarks/engine_round.py --endpoints 10000 --seconds 90 \
         --out benchmarks/results/engine_10000.txt [--profile]
 
@@ -141,38 +144,62 @@ async def run_exporter(
     profile: Path | None,
     latency_seconds: float = 0.0,
     latency_every: float = 1.0,
+    shards: int = 1,
 ) -> dict[str, float]:
     """Window 1 (`seconds`, a scrape every `scrape_every` as Prometheus would): CPU per
     round, overruns. Window 2 (`latency_seconds`, scrapes back to back with
     `latency_every` between): /metrics latency under full probing load, and what the
-    extra scrapes cost."""
-    config = workdir / f"inventory-{'-'.join(modules)}.yml"
+    extra scrapes cost. With `shards` > 1, that many exporters (`--shard I/N`) share the
+    inventory on this host, each scraped as its own target: CPU, rounds and overruns are
+    summed, latencies pooled, RSS given per process (the largest) and in all."""
+    name = "-".join(modules) + (f"-{shards}shards" if shards > 1 else "")
+    config = workdir / f"inventory-{name}.yml"
     config.write_text(inventory_text(endpoints, modules))
-    log = open(workdir / f"exporter-{'-'.join(modules)}.log", "w")  # noqa: SIM115
-    process = subprocess.Popen(
-        [EXPORTER, "--config.file", str(config), "--web.listen-address",
-         f"127.0.0.1:{EXPORTER_PORT}", "--log.level", "warn"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{EXPORTER_PORT}/metrics"
+    log = open(workdir / f"exporter-{name}.log", "w")  # noqa: SIM115
+    ports = [EXPORTER_PORT + index for index in range(shards)]
+    processes = []
+    for index, port in enumerate(ports):
+        command = [EXPORTER, "--config.file", str(config), "--web.listen-address",
+                   f"127.0.0.1:{port}", "--log.level", "warn"]  # fmt: skip
+        if shards > 1:
+            command += ["--shard", f"{index + 1}/{shards}"]
+        processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+    urls = [f"http://127.0.0.1:{port}/metrics" for port in ports]
     timeout = aiohttp.ClientTimeout(total=120)
     latencies: list[float] = []
     sizes: list[int] = []
     wire: list[int] = []
     spy = None
+
+    def cpu() -> float:
+        return sum(cpu_seconds(process.pid) for process in processes)
+
+    def total(texts: list[str], metric: str) -> float:
+        return sum(metric_value(text, metric) for text in texts)
+
     try:
         async with aiohttp.ClientSession(timeout=timeout, auto_decompress=False) as session:
-            await wait_ready(session, f"http://127.0.0.1:{EXPORTER_PORT}/-/healthy", process)
+
+            async def scrape_all(record: bool) -> list[str]:
+                answers = await asyncio.gather(*(scrape(session, url) for url in urls))
+                if record:
+                    for latency, body, size in answers:
+                        latencies.append(latency)
+                        sizes.append(len(body))
+                        wire.append(size)
+                return [body.decode() for _, body, _ in answers]
+
+            for process, port in zip(processes, ports, strict=True):
+                await wait_ready(session, f"http://127.0.0.1:{port}/-/healthy", process)
             await asyncio.sleep(15)  # one interval: every endpoint has started
-            _, body, _ = await scrape(session, url)
-            text = body.decode()
-            rounds0 = metric_value(text, "bridge_exporter_rounds_total")
-            overruns0 = metric_value(text, "bridge_exporter_round_overruns_total")
-            cpu0, t0 = cpu_seconds(process.pid), time.monotonic()
+            texts = await scrape_all(record=False)
+            rounds0 = total(texts, "bridge_exporter_rounds_total")
+            overruns0 = total(texts, "bridge_exporter_round_overruns_total")
+            cpu0, t0 = cpu(), time.monotonic()
             if profile is not None:
                 spy = subprocess.Popen(
                     ["py-spy", "record", "--native", "--format", "raw", "--rate", "50",
-                     "--duration", str(int(min(seconds, 60))), "--pid", str(process.pid),
+                     "--duration", str(int(min(seconds, 60))), "--pid", str(processes[0].pid),
                      "--output", str(profile)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                     env={**os.environ, "PATH": f"{Path(PYTHON).parent}:{os.environ['PATH']}"},
@@ -181,63 +208,66 @@ async def run_exporter(
             while time.monotonic() - t0 < seconds:
                 await asyncio.sleep(max(0.0, next_scrape - time.monotonic()))
                 next_scrape += scrape_every
-                latency, body, size = await scrape(session, url)
-                latencies.append(latency)
-                sizes.append(len(body))
-                wire.append(size)
-            text = body.decode()
-            cpu1, t1 = cpu_seconds(process.pid), time.monotonic()
-            rounds = metric_value(text, "bridge_exporter_rounds_total") - rounds0
+                texts = await scrape_all(record=True)
+            cpu1, t1 = cpu(), time.monotonic()
+            rounds = total(texts, "bridge_exporter_rounds_total") - rounds0
+            overruns_window1 = total(texts, "bridge_exporter_round_overruns_total") - overruns0
             extra: list[float] = []
             while time.monotonic() - t1 < latency_seconds:
-                latency, body, size = await scrape(session, url)
-                latencies.append(latency)
-                extra.append(latency)
+                before = len(latencies)
+                texts = await scrape_all(record=True)
+                extra += latencies[before:]
                 await asyncio.sleep(latency_every)
             if extra:
-                text = body.decode()
-                cpu2, t2 = cpu_seconds(process.pid), time.monotonic()
-            overruns = metric_value(text, "bridge_exporter_round_overruns_total") - overruns0
-            rounds_all = metric_value(text, "bridge_exporter_rounds_total") - rounds0
-            overruns_all = metric_value(text, "bridge_exporter_round_overruns_total")
-            probes_in_flight = metric_value(text, "bridge_exporter_probes_in_flight")
-            ups = sum(
-                1 for line in text.splitlines()
-                if line.startswith("bridge_up{") and line.endswith(" 1.0")
-            )  # fmt: skip
-            rss = peak_rss_mib(process.pid)
-            samples = [line for line in text.splitlines() if line and line[0] != "#"]
+                cpu2, t2 = cpu(), time.monotonic()
+            overruns = total(texts, "bridge_exporter_round_overruns_total") - overruns0
+            rounds_all = total(texts, "bridge_exporter_rounds_total") - rounds0
+            overruns_all = total(texts, "bridge_exporter_round_overruns_total")
+            probes_in_flight = total(texts, "bridge_exporter_probes_in_flight")
+            ups = len(
+                {
+                    line.split(" ", 1)[0]
+                    for text in texts
+                    for line in text.splitlines()
+                    if line.startswith("bridge_up{") and line.endswith(" 1.0")
+                }
+            )
+            rss = [peak_rss_mib(process.pid) for process in processes]
+            samples = [line for line in texts[0].splitlines() if line and line[0] != "#"]
             histogram = [line for line in samples if "_rtt_seconds_" in line.split("{", 1)[0]]
         if spy is not None:
             spy.wait(timeout=120)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
         log.close()
-    cpu = cpu1 - cpu0
+    spent = cpu1 - cpu0
     more = {}
     if extra:
         # CPU in window 2 beyond window 1's rate of probing, per extra scrape.
-        idle_rate = cpu / (t1 - t0)
+        idle_rate = spent / (t1 - t0)
         more = {
             "latency_window_s": t2 - t1,
             "latency_scrapes": len(extra),
             "cpu_per_scrape_s": ((cpu2 - cpu1) - idle_rate * (t2 - t1)) / len(extra),
         }
-    return {
+    figures = {
         "window_s": t1 - t0,
-        "cpu_s": cpu,
-        "cores_used": cpu / (t1 - t0),
+        "cpu_s": spent,
+        "cores_used": spent / (t1 - t0),
         "rounds": rounds,
-        "cpu_per_round_us": cpu / rounds * 1e6 if rounds else float("nan"),
+        "cpu_per_round_us": spent / rounds * 1e6 if rounds else float("nan"),
+        "overruns_window1": overruns_window1,
         "overruns": overruns,
         "overruns_since_start": overruns_all,
         "endpoints_up_at_end": ups,
         "probes_in_flight_at_end": probes_in_flight,
-        "peak_rss_mib": rss,
+        "peak_rss_mib": max(rss),
         "scrapes": len(latencies),
         "metrics_p50_s": percentile(latencies, 0.5),
         "metrics_p99_s": percentile(latencies, 0.99),
@@ -250,6 +280,10 @@ async def run_exporter(
         "rounds_both_windows": rounds_all,
         **more,
     }
+    if shards > 1:
+        figures["peak_rss_all_shards_mib"] = sum(rss)
+        figures["shards"] = shards
+    return figures
 
 
 BLACKBOX_CONFIG = """modules:
@@ -417,6 +451,14 @@ async def main_async(args: argparse.Namespace) -> str:
                 if args.out:
                     raw = args.out.with_suffix(".pyspy-raw.txt.gz")
                     raw.write_bytes(gzip.compress(profile.read_bytes()))
+            if args.shards > 1:
+                sharded = await run_exporter(
+                    workdir, args.endpoints, ["icmp", "sip", "tcp"], args.shard_seconds,
+                    args.scrape_every, None, args.latency_seconds, args.latency_every,
+                    shards=args.shards,
+                )  # fmt: skip
+                out += ["", f"## full, as {args.shards} shards on this host (--shard I/N)"]
+                out += [f"{k}: {v:.6g}" for k, v in sharded.items()]
             icmp = await run_exporter(
                 workdir, args.endpoints, ["icmp"], args.icmp_seconds, args.scrape_every, None
             )
@@ -451,6 +493,10 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=90, help="measured window, full run")
     parser.add_argument("--icmp-seconds", type=float, default=45)
+    parser.add_argument(
+        "--shards", type=int, default=1, help="also run the full load as N shards on this host"
+    )
+    parser.add_argument("--shard-seconds", type=float, default=90, help="window 1, sharded run")
     parser.add_argument(
         "--scrape-every", type=float, default=15.0, help="scrape period while CPU is measured"
     )
