@@ -18,15 +18,22 @@ def _gauge(name: str, help_text: str) -> Family:
 class InventorySeries:
     def __init__(self) -> None:
         self._inventory: Inventory | None = None
-        self._text = ""
+        self._static = b""
 
     def render(self, inventory: Inventory, endpoint_labels: dict[str, str], now: float) -> str:
         """`endpoint_labels` is each endpoint's escaped label text (endpoint, tier, and
         the ancestor tier labels), as on every per-endpoint series."""
+        return b"".join(self.render_parts(inventory, endpoint_labels, now)).decode()
+
+    def render_parts(
+        self, inventory: Inventory, endpoint_labels: dict[str, str], now: float
+    ) -> tuple[bytes, bytes]:
+        """As render(), in UTF-8: the part kept for the inventory (megabytes at national
+        scale, not copied per scrape), then the part that follows the clock."""
         if inventory is not self._inventory:
-            self._text = render(_static_families(inventory, endpoint_labels))
+            self._static = render(_static_families(inventory, endpoint_labels)).encode()
             self._inventory = inventory
-        return self._text + render([_session_active(inventory, now)])
+        return self._static, render([_session_active(inventory, now)]).encode()
 
 
 def _static_families(inventory: Inventory, endpoint_labels: dict[str, str]) -> Iterator[Family]:

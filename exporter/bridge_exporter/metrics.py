@@ -1,9 +1,9 @@
-"""The exporter's series, rendered from the current state at scrape time.
+"""The exporter's series, rendered from the state as each endpoint's round ends.
 
-Series are built fresh on every scrape from the inventory and the state (as a
-prometheus_client custom Collector would), so an endpoint removed by a reload disappears
-at once and no stale label set lingers. Rendering goes through exposition.py, which
-escapes each endpoint's labels once per inventory instead of once per sample.
+Series follow the inventory and the state (as a prometheus_client custom Collector
+would), so an endpoint removed by a reload disappears at once and no stale label set
+lingers. Rendering goes through exposition.py, which escapes each endpoint's labels once
+per inventory instead of once per sample.
 Probes run in background rounds, not at scrape time: values are those of each endpoint's
 last round, and `bridge_last_probe_timestamp_seconds` says how old they are.
 """
@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator
 from .config.model import Endpoint, Inventory
 from .exposition import Family, join_labels, label_text, render
 from .inventory_metrics import InventorySeries
+from .metrics_page import MetricsPage, Part
 from .probes.base import ProbeResult
-from .state import TRAIN_PROBERS, EndpointState, State
+from .state import TRAIN_PROBERS, State
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 ROUND_NOTE = "Measured in background rounds; see bridge_last_probe_timestamp_seconds."
@@ -217,10 +218,15 @@ class _EndpointSeries:
 class BridgeMetrics:
     """Renders every bridge_* series from the state.
 
-    Each endpoint's series text is rendered when its round ends (State.round_listeners)
-    and kept until its state or the inventory changes, so a scrape joins ready text and
-    renders only what changed since (bridge_upstream_up, which follows the ancestors, and
-    the per-tier sums are computed at each scrape)."""
+    Each endpoint's series are rendered to UTF-8 when its round ends (State.round_listeners)
+    and kept, family by family, in one column per family (a list with a slot per endpoint,
+    in inventory order). A scrape serves each endpoint's text as of its last finished round,
+    rendering on the spot only endpoints never rendered since the inventory was loaded. It
+    takes a snapshot by copying the columns (references, not text) in one step on the
+    loop, so an endpoint whose round ends during a scrape appears once, old or new, and the
+    page is joined and compressed from the snapshot in a worker thread (metrics_page.py).
+    bridge_upstream_up and the per-tier sums follow the endpoints' up/down states: they are
+    rendered again only after one of those changed."""
 
     def __init__(self, state_ref: Callable[[], State]):
         self._state_ref = state_ref
@@ -228,96 +234,128 @@ class BridgeMetrics:
         self._inventory_series = InventorySeries()
         self._inventory: Inventory | None = None
         self._series = _EndpointSeries(self._labels)
-        # endpoint id -> (its EndpointState, that state's version, UTF-8 text by family)
-        self._fragments: dict[str, tuple[EndpointState, int, dict[str, bytes]]] = {}
+        self._positions: dict[str, int] = {}  # endpoint id -> its slot in every column
+        self._columns: dict[str, list[bytes]] = {}  # family name -> each endpoint's text
+        self._unrendered: set[str] = set()
+        self._headers: dict[str, bytes] = {}
+        self._ups: dict[str, bool | None] = {}  # each endpoint's up as the aggregates saw it
+        self._aggregates: tuple[bytes, bytes] | None = None  # upstream, tier families
 
     def _sync(self, state: State) -> Inventory:
         inventory = state.inventory
         if inventory is not self._inventory:
             self._labels.refresh(inventory)
             self._series = _EndpointSeries(self._labels)
-            self._fragments = {}
+            self._positions = {e: i for i, e in enumerate(inventory.endpoints)}
+            self._columns = {}
+            self._unrendered = set(inventory.endpoints)
+            self._headers = {}
+            self._ups = {e: s.up for e, s in state.endpoints.items()}
+            self._aggregates = None
             self._inventory = inventory
         return inventory
 
-    def _fragment(self, state: State, endpoint: Endpoint) -> dict[str, bytes] | None:
-        endpoint_state = state.endpoints.get(endpoint.id)
-        if endpoint_state is None:
-            return None
-        cached = self._fragments.get(endpoint.id)
-        if (
-            cached is not None
-            and cached[0] is endpoint_state
-            and cached[1] == endpoint_state.version
-        ):
-            return cached[2]
+    def _render_endpoint(self, state: State, endpoint: Endpoint) -> None:
+        """Render one endpoint's series into its slot of every column."""
+        if endpoint.id not in state.endpoints:
+            return
+        self._unrendered.discard(endpoint.id)
         self._series.add(state, endpoint)
-        texts = {f.name: f.take().encode() for f in self._series.families() if f.lines}
-        self._fragments[endpoint.id] = (endpoint_state, endpoint_state.version, texts)
-        return texts
+        position = self._positions[endpoint.id]
+        columns = self._columns
+        for family in self._series.families():
+            text = family.take().encode() if family.lines else b""
+            column = columns.get(family.name)
+            if column is None:
+                if not text:
+                    continue
+                column = columns[family.name] = [b""] * len(self._positions)
+            column[position] = text
 
     def endpoint_finished(self, endpoint_id: str) -> None:
         """Render one endpoint's series now that its round ended (a State listener)."""
         state = self._state_ref()
-        endpoint = self._sync(state).endpoints.get(endpoint_id)
+        inventory = self._sync(state)
+        endpoint_state = state.endpoints.get(endpoint_id)
+        # A shard's spine points are not exported but their up/down state is everyone's
+        # bridge_upstream_up: note it before looking the endpoint up in what is exported.
+        if endpoint_state is not None and self._ups.get(endpoint_id) is not endpoint_state.up:
+            self._ups[endpoint_id] = endpoint_state.up
+            self._aggregates = None
+        endpoint = inventory.endpoints.get(endpoint_id)
         if endpoint is not None:
-            self._fragment(state, endpoint)
+            self._render_endpoint(state, endpoint)
 
     def render(self) -> str:
         """Everything at once (benchmarks, tests)."""
         state = self._state_ref()
         inventory = self._sync(state)
-        texts = [self._fragment(state, e) for e in inventory.endpoints.values()]
-        return self._finish(state, inventory, texts).decode()
+        for endpoint_id in self._pending():
+            self._render_endpoint(state, inventory.endpoints[endpoint_id])
+        return self._snapshot(state, inventory).join().decode()
 
     async def render_async(self, batch: int = 250) -> str:
-        return (await self.render_bytes_async(batch)).decode()
+        return (await self.page_async(batch)).join().decode()
 
     async def render_bytes_async(self, batch: int = 250) -> bytes:
-        """Everything as UTF-8 (what /metrics sends), yielding to the event loop every
-        `batch` endpoints it has to render (after a start or a reload; in steady state the
-        rounds render their own) so that probes keep their timing. Restarts if a reload
-        swaps the inventory in between."""
+        return (await self.page_async(batch)).join()
+
+    async def page_async(self, batch: int = 250) -> MetricsPage:
+        """A snapshot of the page. Endpoints not rendered yet (after a start or a reload;
+        in steady state the rounds render their own) are rendered first, yielding to the
+        event loop every `batch` of them so that probes keep their timing; restarts if a
+        reload swaps the inventory in between. The snapshot itself is taken in one step."""
         while True:
             state = self._state_ref()
             inventory = self._sync(state)
-            texts: list[dict[str, bytes] | None] = []
-            rendered = 0
-            for endpoint in inventory.endpoints.values():
-                cached = self._fragments.get(endpoint.id)
-                endpoint_state = state.endpoints.get(endpoint.id)
-                if cached is None or endpoint_state is None or cached[1] != endpoint_state.version:
-                    rendered += 1
-                    if rendered % batch == 0:
-                        await asyncio.sleep(0)
-                        if self._state_ref().inventory is not inventory:
-                            break
-                texts.append(self._fragment(state, endpoint))
+            for count, endpoint_id in enumerate(self._pending(), 1):
+                # Unless its round ended or another scrape rendered it meanwhile.
+                if endpoint_id in self._unrendered:
+                    self._render_endpoint(state, inventory.endpoints[endpoint_id])
+                if count % batch == 0:
+                    await asyncio.sleep(0)
+                    if self._state_ref().inventory is not inventory:
+                        break
             else:
-                return self._finish(state, inventory, texts)
+                return self._snapshot(state, inventory)
 
-    def _finish(
-        self, state: State, inventory: Inventory, texts: list[dict[str, bytes] | None]
-    ) -> bytes:
+    def _pending(self) -> list[str]:
+        """Endpoints not rendered yet, in inventory order (the order in which a prober's
+        extra figures first appear decides the order of their families)."""
+        return sorted(self._unrendered, key=self._positions.__getitem__)
+
+    def _header(self, family: Family) -> bytes:
+        header = self._headers.get(family.name)
+        if header is None:
+            header = self._headers[family.name] = family.header().encode()
+        return header
+
+    def _snapshot(self, state: State, inventory: Inventory) -> MetricsPage:
+        """The page as it is now; no await in here, so it is one consistent moment."""
+        if self._aggregates is None:
+            self._aggregates = self._render_aggregates(state, inventory)
+        upstream_text, tier_text = self._aggregates
+        upstream = self._series.upstream
+        parts: list[Part] = []
+        for family in self._series.families():
+            parts.append(self._header(family))
+            if family is upstream:
+                parts.append(upstream_text)
+            elif (column := self._columns.get(family.name)) is not None:
+                parts.append(column.copy())
+        parts.append(tier_text)
+        now = time.time()
+        parts.extend(self._inventory_series.render_parts(inventory, self._labels.base, now))
+        return MetricsPage(parts)
+
+    def _render_aggregates(self, state: State, inventory: Inventory) -> tuple[bytes, bytes]:
         upstream = self._series.upstream
         for endpoint in inventory.endpoints.values():
             if endpoint.id in state.endpoints:
                 upstream.add(
                     self._labels.base[endpoint.id], 1 if state.upstream_up(endpoint) else 0
                 )
-        present = [t for t in texts if t is not None]
-        parts: list[bytes] = []
-        for family in self._series.families():
-            parts.append(family.header().encode())
-            if family is upstream:
-                parts.append(family.take().encode())
-            else:
-                name = family.name
-                parts.append(b"".join([t[name] for t in present if name in t]))
-        parts.append(render(self._tier_families(state)).encode())
-        now = time.time()
-        parts.append(self._inventory_series.render(inventory, self._labels.base, now).encode())
-        return b"".join(parts)
+        return upstream.take().encode(), render(self._tier_families(state)).encode()
 
     def _tier_families(self, state: State) -> Iterator[Family]:
         total = _gauge("bridge_tier_endpoints", "Endpoints in the tier.")

@@ -16,6 +16,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from .config import ConfigError, Endpoint, Inventory, load_inventory
 from .metrics import BridgeMetrics
+from .metrics_page import MetricsPage
 from .probes import ProbeResult
 from .resources import FdLimit, ResourceErrors, fd_budget, log_fd_budget
 from .scheduler import Probers, Scheduler, run_probe
@@ -81,8 +82,15 @@ class Exporter:
         if shard:
             self.registry.register(ShardInfoCollector(shard, lambda: self.inventory))
 
+    async def metrics_page(self) -> MetricsPage:
+        """A snapshot of /metrics: the bridge_* series, then the exporter's own and the
+        process_* ones (a few kB, rendered here on the loop)."""
+        page = await self.metrics.page_async()
+        return page.followed_by(generate_latest(self.registry))
+
     async def render_metrics(self) -> bytes:
-        return await self.metrics.render_bytes_async() + generate_latest(self.registry)
+        """The whole page as one bytes object (tests, tools; /metrics streams it)."""
+        return (await self.metrics_page()).join()
 
     @property
     def inventory(self) -> Inventory:
