@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -132,6 +132,15 @@ class ExporterProcess:
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         return self
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[ExporterProcess]:
+        """Started and ready for the block, killed after it."""
+        self.start()
+        try:
+            yield self.wait_ready()
+        finally:
+            self.kill()
 
     def wait_ready(self, timeout: float = 15.0) -> ExporterProcess:
         def ready() -> bool:

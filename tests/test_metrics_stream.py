@@ -151,13 +151,11 @@ def quiet_exporter(tmp_path_factory) -> Iterator[ExporterProcess]:
         },
         "endpoints": endpoints,
     }
-    process = ExporterProcess(write_inventory(workdir / "quiet.yml", inventory), workdir)
-    process.start()
+    exporter = ExporterProcess(write_inventory(workdir / "quiet.yml", inventory), workdir)
     try:
-        process.wait_ready()
-        yield process
+        with exporter.running() as process:
+            yield process
     finally:
-        process.kill()
         sink.close()
 
 
@@ -215,13 +213,11 @@ def flapping_exporter(tmp_path_factory) -> Iterator[tuple[ExporterProcess, dict,
         "modules": {"tcp": {"prober": "tcp", "timeout": "0.5s", "tcp": {"port": 1}}},
         "endpoints": endpoints,
     }
-    process = ExporterProcess(write_inventory(workdir / "flapping.yml", inventory), workdir)
-    process.start()
+    exporter = ExporterProcess(write_inventory(workdir / "flapping.yml", inventory), workdir)
     try:
-        process.wait_ready()
-        yield process, parents, flapper
+        with exporter.running() as process:
+            yield process, parents, flapper
     finally:
-        process.kill()
         flapper.close()
         servers.close()
 

@@ -54,13 +54,11 @@ def exporter(tmp_path_factory) -> Iterator[ExporterProcess]:
         "modules": {"tcp": {"prober": "tcp", "timeout": "1s", "tcp": {"port": 1}}},
         "endpoints": endpoints,
     }
-    process = ExporterProcess(write_inventory(workdir / "bridge.yml", inventory), workdir)
-    process.start()
+    exporter = ExporterProcess(write_inventory(workdir / "bridge.yml", inventory), workdir)
     try:
-        process.wait_ready()
-        yield process
+        with exporter.running() as process:
+            yield process
     finally:
-        process.kill()
         servers.close()
 
 
