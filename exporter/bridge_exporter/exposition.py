@@ -41,6 +41,8 @@ def join_labels(*parts: str) -> str:
 
 def format_value(value: float) -> str:
     """As prometheus_client writes values: `1.0`, `0.25`, `1.7e-05`, `+Inf`, `NaN`."""
+    if value - value == 0:  # finite (NaN and infinities give NaN): the common case, fast
+        return repr(float(value))
     if math.isnan(value):
         return "NaN"
     if math.isinf(value):
@@ -65,8 +67,10 @@ class Family:
 
     def add(self, labels: str, value: float, suffix: str = "") -> None:
         """Add a sample; `labels` is a label_text() string (may be empty)."""
-        braces = f"{{{labels}}}" if labels else ""
-        self.lines.append(f"{self.name}{suffix}{braces} {format_value(value)}\n")
+        if labels:
+            self.lines.append(f"{self.name}{suffix}{{{labels}}} {format_value(value)}\n")
+        else:
+            self.lines.append(f"{self.name}{suffix} {format_value(value)}\n")
 
     def add_histogram(
         self, labels: str, buckets: Iterable[tuple[str, int]], total: float, count: int

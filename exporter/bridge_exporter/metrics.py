@@ -129,6 +129,8 @@ class _EndpointSeries:
 
     def __init__(self, labels: _LabelCache):
         self._labels = labels
+        self._family_list: list[Family] | None = None
+        self._family_list_extra = 0
         self.info = _gauge("bridge_endpoint_info", "Inventory facts about an endpoint; always 1.")
         self.up = _gauge(
             "bridge_up", f"1 if every required probe succeeded in the last round. {ROUND_NOTE}"
@@ -206,6 +208,13 @@ class _EndpointSeries:
             self.mos.add(labels, round(quality.mos, 3))
             self.grade.add(labels, int(quality.grade))
 
+    def family_list(self) -> list[Family]:
+        """families(), kept in a list until a prober reports a figure not seen before."""
+        extra = len(self.probe_families.extra)
+        if self._family_list is None or extra != self._family_list_extra:
+            self._family_list, self._family_list_extra = list(self.families()), extra
+        return self._family_list
+
     def families(self) -> Iterator[Family]:
         yield from (self.info, self.up, self.upstream, self.changes, self.last_change)
         yield from (self.down_since, self.last_probe, self.round_duration, self.delegates)
@@ -236,6 +245,8 @@ class BridgeMetrics:
         self._series = _EndpointSeries(self._labels)
         self._positions: dict[str, int] = {}  # endpoint id -> its slot in every column
         self._columns: dict[str, list[bytes]] = {}  # family name -> each endpoint's text
+        self._column_families: list[Family] | None = None  # what the pairs were made for
+        self._family_column_pairs: list[tuple[Family, list[bytes]]] = []
         self._unrendered: set[str] = set()
         self._headers: dict[str, bytes] = {}
         self._ups: dict[str, bool | None] = {}  # each endpoint's up as the aggregates saw it
@@ -262,15 +273,24 @@ class BridgeMetrics:
         self._unrendered.discard(endpoint.id)
         self._series.add(state, endpoint)
         position = self._positions[endpoint.id]
-        columns = self._columns
-        for family in self._series.families():
-            text = family.take().encode() if family.lines else b""
-            column = columns.get(family.name)
-            if column is None:
-                if not text:
-                    continue
-                column = columns[family.name] = [b""] * len(self._positions)
-            column[position] = text
+        for family, column in self._family_columns():
+            lines = family.lines
+            if lines:
+                column[position] = (lines[0] if len(lines) == 1 else "".join(lines)).encode()
+                lines.clear()
+            elif column[position]:
+                column[position] = b""
+
+    def _family_columns(self) -> list[tuple[Family, list[bytes]]]:
+        """Each per-endpoint family with its column, made when the families change."""
+        families = self._series.family_list()
+        if self._column_families is not families:
+            size = len(self._positions)
+            self._family_column_pairs = [
+                (family, self._columns.setdefault(family.name, [b""] * size)) for family in families
+            ]
+            self._column_families = families
+        return self._family_column_pairs
 
     def endpoint_finished(self, endpoint_id: str) -> None:
         """Render one endpoint's series now that its round ended (a State listener)."""
