@@ -118,9 +118,10 @@ class _Exchange:
         self.log = log
         self.debug: list[str] = []
         self.verbose = wants_debug_text(log)  # the messages themselves, line by line
-        self.branch = "z9hG4bK" + secrets.token_hex(10)
-        self.call_id = secrets.token_hex(16)
-        self.from_tag = secrets.token_hex(6)
+        randomness = secrets.token_hex(32)  # one getrandom() system call for all three
+        self.branch = "z9hG4bK" + randomness[:20]
+        self.call_id = randomness[20:52]
+        self.from_tag = randomness[52:]
         self.provisional_code: int | None = None
         self.final_code: int | None = None
         self.final_rtt: float | None = None  # seconds from the first send
