@@ -230,6 +230,7 @@ icmp_answers = st.one_of(
     st.tuples(st.just("foreign_type"), st.sampled_from([3, 4, 5, 8, 11, 12, 13, 14, 17, 42])),
     st.tuples(st.just("garbage"), st.binary(max_size=80)),
     st.tuples(st.just("bad_checksum"), st.integers(1, 0xFFFF)),
+    st.tuples(st.just("bad_code"), st.integers(1, 0xFF)),
 )
 
 
@@ -267,6 +268,10 @@ def crafted_icmp(kind: str, parameter, identifier: int, sequence: int, payload: 
         packet = bytearray(_echo_reply(identifier, sequence, payload))
         checksum = struct.unpack_from("!H", packet, 2)[0] ^ parameter
         struct.pack_into("!H", packet, 2, checksum)
+        return bytes(packet)
+    if kind == "bad_code":  # the genuine reply with its code byte corrupted on the way
+        packet = bytearray(_echo_reply(identifier, sequence, payload))
+        packet[1] = parameter
         return bytes(packet)
     assert kind == "garbage"
     return parameter

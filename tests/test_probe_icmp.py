@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bridge_exporter.probes.base import Target
+from bridge_exporter.probes.base import Seconds, Target
 from bridge_exporter.probes.icmp import IcmpProber, IcmpSettings, icmp_checksum
 from conftest import missing, need_tool
 from netlab import isolated_netns, netlab_problem, netns_host
@@ -274,6 +274,21 @@ async def test_a_thousand_targets_share_one_socket(prober):
     assert sum(r.packets_received for r in results) == 2000
     assert during == before
     assert len(prober.sockets()) <= 2  # one per address family, IPv4 the only one used
+
+
+async def test_a_request_due_just_before_the_deadline_is_sent(prober):
+    """Sends run on 5 ms ticks (ticks.py), up to a tick late: the last request of a train
+    whose timeout leaves it 4 ms must still go out on time, not be dropped as too late."""
+    settings = IcmpSettings(count=5, interval=Seconds(0.1))
+
+    async def probe_after(index: int):
+        await asyncio.sleep(index * 0.00025)  # trains at every phase of the 5 ms ticks
+        return await prober.probe(Target(f"p{index}", f"127.0.1.{index + 1}"), settings, 0.404, LOG)
+
+    results = await asyncio.gather(*(probe_after(index) for index in range(20)))
+    assert [r.packets_sent for r in results] == [5] * 20
+    assert [r.packets_received for r in results] == [5] * 20
+    assert not [line for r in results for line in r.debug if "not sent" in line]
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1", "::1"])

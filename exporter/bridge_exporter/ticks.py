@@ -57,7 +57,12 @@ class TickTimers:
             callback = timer.callback
             if callback is not None:
                 timer.callback = None
-                callback(timer.argument)
+                try:
+                    callback(timer.argument)
+                except Exception as exc:  # a bug in one must not stop the tick's others
+                    self._loop.call_exception_handler(
+                        {"message": "coarse timer callback failed", "exception": exc}
+                    )
 
 
 _BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TickTimers] = (

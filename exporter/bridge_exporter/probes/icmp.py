@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..ticks import timers_of
+from ..ticks import TICK_SECONDS, timers_of
 from . import reasons
 from .base import (
     ProbeFailed,
@@ -252,6 +252,9 @@ class _Train:
         send_at = self.first_send + following * self.interval
         if send_at >= self.deadline:
             self._stop_sending(following)
+        elif send_at + TICK_SECONDS >= self.deadline:
+            # A tick late could be past the deadline, and the request would not be sent.
+            self.timer = loop.call_at(send_at, self._send, following)
         else:
             # A coarse timer (ticks.py): a send runs up to one tick late; RTTs count from
             # the actual send, so only the spacing between a train's requests moves.
@@ -409,8 +412,8 @@ class _Channel:
         train = request.train
         echoed = self._view[start + 8 + TOKEN_SIZE : length]
         if train is not None and echoed == _filler(train.size - TOKEN_SIZE):
-            (checksum,) = struct.unpack_from("!H", self._buffer, start + 2)
-            return (request.checksum + checksum) % 0xFFFF == 0
+            type_and_code, checksum = struct.unpack_from("!HH", self._buffer, start)
+            return (request.checksum + type_and_code + checksum) % 0xFFFF == 0
         return icmp_checksum(bytes(self._view[start:length])) == 0
 
     def close(self) -> None:
