@@ -138,20 +138,25 @@ async def test_a_changed_endpoint_restarts_with_its_new_settings(listener):
 # --- the prober's own result survives the scheduler -----------------------------------------
 
 
+async def _round_against_a_peer_that_only_says_trying(timeout: str):
+    """One scheduler round of a SIP probe whose peer answers "100 Trying" and nothing more."""
+    transport, _peer, port = await start_udp_peer(lambda p, d, a: p.answer(d, a, 100, "Trying"))
+    try:
+        return await one_round(
+            single_module_inventory(
+                "sip", f"{{port: {port}, t1: 50ms, t2: 200ms}}", timeout, "127.0.0.1"
+            )
+        )
+    finally:
+        transport.close()
+
+
 async def test_sip_reason_status_and_debug_survive_the_scheduler(caplog):
     # Only "100 Trying", never a final answer: the prober's own verdict must reach the
     # state, not a bare "timeout" from the wrapper. With debug logging on, the messages
     # themselves are kept too.
     caplog.set_level(logging.DEBUG, logger="bridge_exporter.scheduler")
-    transport, _peer, port = await start_udp_peer(lambda p, d, a: p.answer(d, a, 100, "Trying"))
-    try:
-        done = await one_round(
-            single_module_inventory(
-                "sip", f"{{port: {port}, t1: 50ms, t2: 200ms}}", "600ms", "127.0.0.1"
-            )
-        )
-    finally:
-        transport.close()
+    done = await _round_against_a_peer_that_only_says_trying("600ms")
     result = done.result
     assert (result.success, result.reason) == (False, "timeout_after_provisional")
     assert result.status_code == 100
@@ -164,16 +169,7 @@ async def test_background_rounds_keep_the_verdict_but_not_the_message_text():
     # Nobody reads a background probe's message-by-message text (/probe builds its own):
     # without debug logging the scheduler's results carry the reason, the status and the
     # verdict line, not every line of every SIP message (heap churn at 10,000 endpoints).
-    transport, _peer, port = await start_udp_peer(lambda p, d, a: p.answer(d, a, 100, "Trying"))
-    try:
-        done = await one_round(
-            single_module_inventory(
-                "sip", f"{{port: {port}, t1: 50ms, t2: 200ms}}", "400ms", "127.0.0.1"
-            )
-        )
-    finally:
-        transport.close()
-    result = done.result
+    result = (await _round_against_a_peer_that_only_says_trying("400ms")).result
     assert (result.reason, result.status_code) == ("timeout_after_provisional", 100)
     assert result.debug[-1].endswith(": timeout_after_provisional")
     assert not [line for line in result.debug if line.startswith(("< ", "> "))]
