@@ -314,12 +314,6 @@ class BridgeMetrics:
             self._render_endpoint(state, inventory.endpoints[endpoint_id])
         return self._snapshot(state, inventory).join().decode()
 
-    async def render_async(self, batch: int = 250) -> str:
-        return (await self.page_async(batch)).join().decode()
-
-    async def render_bytes_async(self, batch: int = 250) -> bytes:
-        return (await self.page_async(batch)).join()
-
     async def page_async(self, batch: int = 250) -> MetricsPage:
         """A snapshot of the page. Endpoints not rendered yet (after a start or a reload;
         in steady state the rounds render their own) are rendered first, yielding to the
