@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import errno
+import gc
 import logging
+import os
 import socket
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -263,8 +267,9 @@ async def test_tcp_port_must_be_set() -> None:
     assert "port" in result.debug[-1]
 
 
-async def test_tcp_connect_timeout_on_full_backlog() -> None:
-    """A listener that never accepts, its queue full: SYNs go unanswered."""
+@contextlib.contextmanager
+def _stalled_listener() -> Iterator[int]:
+    """The port of a listener that never accepts, its queue full: SYNs go unanswered."""
     listening = socket.socket()
     listening.bind(("127.0.0.1", 0))
     listening.listen(0)
@@ -281,13 +286,79 @@ async def test_tcp_connect_timeout_on_full_backlog() -> None:
                 break
         else:
             pytest.fail("the accept queue never filled")
-        result = await run(TcpProber(), "127.0.0.1", TcpSettings(port=port), timeout=1.0)
+        yield port
     finally:
         for client in queued:
             client.close()
         listening.close()
+
+
+async def test_tcp_connect_timeout_on_full_backlog() -> None:
+    with _stalled_listener() as port:
+        result = await run(TcpProber(), "127.0.0.1", TcpSettings(port=port), timeout=1.0)
     assert (result.success, result.reason) == (False, "timeout")
     assert 1.0 <= result.duration_seconds <= 1.3
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def _descriptors_settle_at(count: int) -> int:
+    """The process's open descriptors once the peers' side of closed connections is gone."""
+    for _ in range(50):
+        if _open_descriptors() <= count:
+            break
+        await asyncio.sleep(0.02)
+    return _open_descriptors()
+
+
+async def test_hundreds_of_connects_in_flight_each_get_their_own_outcome(listener: int) -> None:
+    """Connects in flight share one epoll (probes/connects.py): each is settled with its
+    own outcome, and none leaves a descriptor behind."""
+    prober, refused_port = TcpProber(), free_port()
+    await run(prober, "127.0.0.1", TcpSettings(port=listener))  # the shared epoll exists now
+    before = _open_descriptors()
+    ports = [refused_port if index % 3 == 0 else listener for index in range(300)]
+    results = await asyncio.gather(
+        *(run(prober, "127.0.0.1", TcpSettings(port=port)) for port in ports)
+    )
+    outcomes = [(result.success, result.reason) for result in results]
+    assert outcomes == [(False, "refused") if p == refused_port else (True, "") for p in ports]
+    assert await _descriptors_settle_at(before) <= before
+
+
+async def test_a_connect_cut_by_its_deadline_leaves_nothing_behind(listener: int) -> None:
+    """A connect abandoned at its deadline closes its socket, which takes it out of the
+    shared epoll: the next connect on the same descriptor number works, again and again."""
+    prober = TcpProber()
+    with _stalled_listener() as stalled_port:
+        await run(prober, "127.0.0.1", TcpSettings(port=listener))
+        before = _open_descriptors()
+        outcomes = []
+        for _ in range(5):
+            stalled = await run(prober, "127.0.0.1", TcpSettings(port=stalled_port), timeout=0.2)
+            answered = await run(prober, "127.0.0.1", TcpSettings(port=listener))
+            outcomes.append((stalled.reason, answered.success))
+    assert outcomes == [("timeout", True)] * 5
+    assert await _descriptors_settle_at(before) <= before
+
+
+def test_a_closed_event_loop_is_freed_with_its_shared_epoll_and_timers() -> None:
+    """The per-loop connect watcher and coarse timers live as long as their loop, no
+    longer: a process that runs probes on short-lived loops (tests, `check`) keeps no
+    loops or epoll descriptors."""
+    before = _open_descriptors()
+    loop = asyncio.new_event_loop()
+    settings = TcpSettings(port=free_port())
+    result = loop.run_until_complete(run(TcpProber(), "127.0.0.1", settings))
+    loop.close()
+    freed = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert result.reason == "refused"
+    assert freed() is None
+    assert _open_descriptors() == before
 
 
 async def test_tls_insecure_reports_handshake_and_expiry(cert: Cert) -> None:

@@ -38,7 +38,8 @@ class TickTimers:
     """The coarse timers of one event loop (see the module docstring)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weakly: timers_of() keeps this for as long as the loop lives, not longer.
+        self._loop = weakref.ref(loop)
         self._due: dict[int, list[Tick]] = {}
 
     def call_at(self, when: float, callback: Callable[[Any], None], argument: Any = None) -> Tick:
@@ -47,7 +48,7 @@ class TickTimers:
         due = self._due.get(tick)
         if due is None:
             due = self._due[tick] = []
-            self._loop.call_at(tick * TICK_SECONDS, self._run, tick)
+            self._loop().call_at(tick * TICK_SECONDS, self._run, tick)  # type: ignore[union-attr]
         timer = Tick(callback, argument)
         due.append(timer)
         return timer
@@ -60,7 +61,7 @@ class TickTimers:
                 try:
                     callback(timer.argument)
                 except Exception as exc:  # a bug in one must not stop the tick's others
-                    self._loop.call_exception_handler(
+                    self._loop().call_exception_handler(  # type: ignore[union-attr]
                         {"message": "coarse timer callback failed", "exception": exc}
                     )
 

@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 
 from . import reasons
-from .base import ProbeFailed, Prober, ProbeResult, Target, debug_note, guarded
+from .base import ProbeFailed, Prober, ProbeResult, Target, debug_note, guarded, wants_debug_text
+from .connects import connects_of
 from .netutil import ResolveError, classify_os_error, resolve, strip_brackets, tls_context
 
 # A failed TLS connection should not linger half-closed for asyncio's default 30 s.
@@ -47,8 +48,9 @@ class TcpProber(Prober):
         result = ProbeResult(success=False)
         note = debug_note(result, log, self.kind, target.endpoint_id)
         loop = self.running_loop()
+        verbose = wants_debug_text(log)
         return await guarded(
-            lambda: self._run(target, settings, result, note, loop),
+            lambda: self._run(target, settings, result, note, loop, verbose),
             result,
             note,
             deadline,
@@ -66,7 +68,10 @@ class TcpProber(Prober):
         result: ProbeResult,
         note,
         loop: asyncio.AbstractEventLoop,
+        verbose: bool,
     ) -> None:
+        """Connect (and with TLS shake hands). `verbose` notes the steps that went well
+        too; failures are always noted."""
         port = settings.port
         if not 0 < port < 65536:
             raise ProbeFailed(reasons.BAD_SETTINGS, f"port must be 1..65535, got {port}")
@@ -75,7 +80,8 @@ class TcpProber(Prober):
             family, sockaddr = await resolve(target.address, port)
         except ResolveError as exc:
             raise ProbeFailed(reasons.RESOLVE_FAILED, str(exc)) from exc
-        note(f"connecting to {sockaddr[0]} port {port}")
+        if verbose:
+            note(f"connecting to {sockaddr[0]} port {port}")
 
         # Non-blocking from birth: one system call fewer than setblocking(False).
         sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
@@ -83,13 +89,14 @@ class TcpProber(Prober):
         try:
             connect_started = time.perf_counter()
             try:
-                await loop.sock_connect(sock, sockaddr)
+                await connects_of(loop).connect(sock, sockaddr)
             except OSError as exc:
                 raise ProbeFailed(classify_os_error(exc), f"connect: {exc}") from exc
             connect_seconds = time.perf_counter() - connect_started
             result.rtt_seconds = connect_seconds
             result.values["tcp_connect_seconds"] = connect_seconds
-            note(f"connected in {connect_seconds * 1000:.3f} ms")
+            if verbose:
+                note(f"connected in {connect_seconds * 1000:.3f} ms")
             if context is None:
                 return
 

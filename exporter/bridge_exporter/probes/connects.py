@@ -1,0 +1,76 @@
+"""TCP connects in flight, watched through one epoll instance of their own.
+
+asyncio's sock_connect() adds each socket to the loop's selector and takes it out again:
+two epoll_ctl calls, a selector key, a handle and a done-callback per connect. At
+thousands of connects a second that bookkeeping cost more than the TCP prober's own
+work. Here a connecting socket is added once, one-shot, to a private epoll whose one
+descriptor the loop watches, and every connect that completed is settled in one pass;
+closing the socket takes it out of the epoll again (the kernel does that on close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import select
+import socket
+import weakref
+
+_WRITABLE_ONCE = select.EPOLLOUT | select.EPOLLONESHOT
+_BATCH = 512  # events read per pass; more stay ready for the next pass
+
+
+class Connects:
+    """The connects in flight on one event loop (see the module docstring)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Weakly: connects_of() keeps this for as long as the loop lives, not longer.
+        self._loop = weakref.ref(loop)
+        self._epoll = select.epoll()
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        loop.add_reader(self._epoll.fileno(), self._settle)
+
+    async def connect(self, sock: socket.socket, sockaddr: tuple) -> None:
+        """Connect the non-blocking `sock`; raise OSError as socket.connect() would.
+        The caller closes the socket, also when this is cancelled."""
+        error = sock.connect_ex(sockaddr)
+        if error == errno.EINPROGRESS:
+            descriptor = sock.fileno()
+            waiter = self._loop().create_future()  # type: ignore[union-attr]
+            self._epoll.register(descriptor, _WRITABLE_ONCE)
+            self._waiters[descriptor] = waiter
+            try:
+                await waiter
+            finally:
+                self._waiters.pop(descriptor, None)
+            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if error:
+            raise OSError(error, os.strerror(error))
+
+    def _settle(self) -> None:
+        waiters = self._waiters
+        for descriptor, _ in self._epoll.poll(0, _BATCH):
+            waiter = waiters.pop(descriptor, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    def close(self) -> None:
+        if not self._epoll.closed:
+            loop = self._loop()
+            if loop is not None and not loop.is_closed():
+                loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
+
+
+_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Connects] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def connects_of(loop: asyncio.AbstractEventLoop) -> Connects:
+    """The connects of `loop` (one set per loop)."""
+    connects = _BY_LOOP.get(loop)
+    if connects is None or connects._epoll.closed:
+        connects = _BY_LOOP[loop] = Connects(loop)
+    return connects
