@@ -28,6 +28,8 @@ from bridge_exporter.sipmsg import (
     stream_frame_length,
 )
 from conftest import free_port, need_tool
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scheduler_round import one_round, single_module_inventory
 from thread_peers import ThreadUdpPeer, block_loop_once
 
@@ -210,6 +212,37 @@ async def test_request_is_a_well_formed_options():
     assert second.first_line == f"OPTIONS sip:127.0.0.1:{port} SIP/2.0"
     assert second.header("call-id") != request.header("call-id")
     assert second.via_branch() != request.via_branch()
+
+
+# What a SIP URI's user part may hold (RFC 3261 25.1), "%" escapes included.
+_USER_TEXT = st.text(alphabet="abcXYZ019-_.!~*'()%&=+$,;?/", max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(user=_USER_TEXT, from_user=_USER_TEXT.filter(bool))
+def test_any_user_and_from_user_go_out_as_written(user: str, from_user: str) -> None:
+    """The request is built from a per-endpoint template with slots for the random
+    parts: whatever the inventory's user names hold ("%" too), they reach the device as
+    written and the answer still matches."""
+
+    async def probe() -> tuple[ProbeResult, list]:
+        transport, peer, port = await start_udp_peer(answer_200)
+        try:
+            result = await run_probe("127.0.0.1", port=port, user=user, from_user=from_user)
+        finally:
+            transport.close()
+        return result, [port, *peer.requests]
+
+    result, (port, *requests) = asyncio.run(probe())
+    assert (result.success, result.status_code) == (True, 200), result.debug
+    request = parse_message(requests[0][1])
+    assert request is not None
+    target = f"sip:{user}@127.0.0.1:{port}" if user else f"sip:127.0.0.1:{port}"
+    assert request.first_line == f"OPTIONS {target} SIP/2.0"
+    assert request.header("to") == f"<{target}>"
+    assert request.header("from").startswith(f"<sip:{from_user}@127.0.0.1>;tag=")
+    assert re.fullmatch(r"[0-9a-f]{32}", request.header("call-id"))
+    assert re.fullmatch(r"z9hG4bK[0-9a-f]{20}", request.via_branch())
 
 
 async def test_silent_udp_peer_times_out_after_retransmissions():

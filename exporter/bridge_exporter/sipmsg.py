@@ -8,6 +8,7 @@ answer would mislead (start line, header syntax, Content-Length).
 
 from __future__ import annotations
 
+import functools
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -97,10 +98,19 @@ def is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+@functools.lru_cache(maxsize=1024)  # a few names, asked for on every message
 def canonical_key(name: str) -> str:
     """The key a header is stored under in SipMessage.headers."""
     key = name.strip().lower()
     return COMPACT_FORMS.get(key, key)
+
+
+@functools.lru_cache(maxsize=1024)
+def _header_key(name: str) -> str | None:
+    """canonical_key() of a header name as it appears before the colon, or None when it
+    is not a valid header name."""
+    name = name.strip()
+    return canonical_key(name) if _HEADER_NAME.fullmatch(name) else None
 
 
 def header_params(value: str) -> dict[str, str]:
@@ -141,15 +151,20 @@ def parse_message(data: bytes) -> SipMessage | None:
     message = _parse_start_line(first_line)
     if message is None:
         return None
+    headers = message.headers
     for line in lines[1:]:
         name, colon, value = line.partition(":")
-        name = name.strip()
-        if not colon or not _HEADER_NAME.fullmatch(name):
+        key = _header_key(name) if colon else None
+        if key is None:
             return None
-        key = canonical_key(name)
         value = value.strip()
-        values = _split_outside_quotes(value, ",") if key in _LIST_HEADERS else [value]
-        message.headers.setdefault(key, []).extend(v.strip() for v in values if v.strip())
+        if key in _LIST_HEADERS:
+            values = [v for v in map(str.strip, _split_outside_quotes(value, ",")) if v]
+            headers.setdefault(key, []).extend(values)
+        elif value:
+            headers.setdefault(key, []).append(value)
+        else:
+            headers.setdefault(key, [])
     rest = data[head_end + separator_length :]
     length_text = message.header("content-length")
     if length_text is None:
@@ -258,6 +273,8 @@ def _unfold(lines: list[str]) -> list[str]:
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
     """Split on `separator` except inside "quoted strings" and <angle brackets>."""
+    if '"' not in text and "<" not in text:
+        return text.split(separator)  # nothing to step over: most headers, most of the time
     parts: list[str] = []
     current: list[str] = []
     in_quotes = False

@@ -31,8 +31,8 @@ import errno
 import functools
 import ipaddress
 import logging
+import os
 import re
-import secrets
 import socket
 import ssl
 import time
@@ -41,6 +41,7 @@ from typing import Any
 
 from .. import __version__
 from ..sipmsg import SipMessage, is_number, parse_message, stream_frame_length
+from ..ticks import timers_of
 from . import reasons
 from .base import (
     DeadlineScope,
@@ -69,6 +70,32 @@ MAX_STREAM_BUFFER = 65536  # a header section larger than this is not a SIP resp
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
 # The Call-ID line as build_request writes it: what finds the owner of a returned request.
 _SENT_CALL_ID = re.compile(rb"\r\nCall-ID: ([0-9a-f]{32})\r\n")
+
+
+class _RandomPool:
+    """Unpredictable bytes, drawn from the kernel a few kilobytes at a time: each probe
+    needs 32 (Via branch, Call-ID, From tag), and a getrandom() system call per probe
+    was a measurable part of SIP's cost at thousands of probes a second."""
+
+    _REFILL = 4096
+
+    def __init__(self) -> None:
+        self._bytes = b""
+        self._used = 0
+        os.register_at_fork(after_in_child=self.clear)  # a child must not repeat ours
+
+    def take(self, count: int) -> bytes:
+        start = self._used
+        if start + count > len(self._bytes):
+            self._bytes, start = os.urandom(max(self._REFILL, count)), 0
+        self._used = start + count
+        return self._bytes[start : start + count]
+
+    def clear(self) -> None:
+        self._bytes, self._used = b"", 0
+
+
+_RANDOMNESS = _RandomPool()
 
 
 @dataclass
@@ -118,7 +145,7 @@ class _Exchange:
         self.log = log
         self.debug: list[str] = []
         self.verbose = wants_debug_text(log)  # the messages themselves, line by line
-        randomness = secrets.token_hex(32)  # one getrandom() system call for all three
+        randomness = _RANDOMNESS.take(32).hex()
         self.branch = "z9hG4bK" + randomness[:20]
         self.call_id = randomness[20:52]
         self.from_tag = randomness[52:]
@@ -143,31 +170,18 @@ class _Exchange:
         self, transport: str, uri_host: str, port: int, local: tuple[str, int]
     ) -> bytes:
         settings = self.settings
-        local_host = _uri_host(local[0])
-        user = f"{settings.user}@" if settings.user else ""
-        uri_params = "" if transport == "udp" else f";transport={transport}"
-        request_uri = f"sip:{user}{uri_host}:{port}{uri_params}"
-        lines = [
-            f"OPTIONS {request_uri} SIP/2.0",
-            f"Via: SIP/2.0/{transport.upper()} {local_host}:{local[1]};branch={self.branch};rport",
-            "Max-Forwards: 70",
-            f"From: <sip:{settings.from_user}@{local_host}>;tag={self.from_tag}",
-            f"To: <{request_uri}>",
-            f"Call-ID: {self.call_id}",
-            "CSeq: 1 OPTIONS",
-            f"Contact: <sip:{settings.from_user}@{local_host}:{local[1]}{uri_params}>",
-            "Accept: application/sdp",
-            f"User-Agent: bridge-exporter/{__version__}",
-            "Content-Length: 0",
-        ]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+        template = _request_template(
+            transport, uri_host, port, local, settings.user, settings.from_user
+        )
+        return (template % (self.branch, self.from_tag, self.call_id)).encode()
 
     def mark_sending(self, data: bytes, attempt: int, destination: str) -> None:
         """Call just before the request goes out: the first call starts the clock."""
         if self.first_sent is None:
             self.first_sent = Instant.now()
-            self.note(f"sent OPTIONS to {destination}:")
-            self.note_message(">", data)
+            if self.verbose:
+                self.note(f"sent OPTIONS to {destination}:")
+                self.note_message(">", data)
         else:
             self.note(f"retransmitted OPTIONS (#{attempt}) {self.elapsed():.3f}s after the first")
 
@@ -197,8 +211,9 @@ class _Exchange:
                 f"response: {preview!r}"
             )
             return False
-        self.note(f"received after {elapsed:.3f}s:")
-        self.note_message("<", data)
+        if self.verbose:
+            self.note(f"received after {elapsed:.3f}s:")
+            self.note_message("<", data)
         mismatch = self._mismatch(message)
         if mismatch:
             self.unmatched_count += 1
@@ -234,7 +249,8 @@ class _Exchange:
         valid = self.settings.valid_status_codes
         success = not valid or code in valid
         reason = "" if success else reasons.status(code)
-        self.note(f"final response {code} after {rtt:.3f}s: {'success' if success else reason}")
+        if self.verbose or not success:
+            self.note(f"final response {code} after {rtt:.3f}s: {reason or 'success'}")
         return ProbeResult(
             success=success,
             duration_seconds=self.duration(),
@@ -413,7 +429,8 @@ class _Inbox:
             if wait <= 0:
                 return None
             waiter = self._waiter = self._loop.create_future()
-            handle = self._loop.call_later(wait, _wake, waiter)
+            # A coarse timer (ticks.py): retransmissions may go up to a tick late.
+            handle = timers_of(self._loop).call_at(self._loop.time() + wait, _wake, waiter)
             try:
                 await waiter
             finally:
@@ -623,6 +640,35 @@ async def _resolve(exchange: _Exchange, host: str, port: int) -> tuple[int, tupl
     if address[0] != host:
         exchange.note(f"resolved {host} to {address[0]}")
     return family, address
+
+
+@functools.lru_cache(maxsize=65536)  # one per endpoint and local address
+def _request_template(
+    transport: str, uri_host: str, port: int, local: tuple[str, int], user: str, from_user: str
+) -> str:
+    """The OPTIONS request with `%s` where the Via branch, From tag and Call-ID go (in
+    that order): the rest is the same for every probe of an endpoint."""
+    # What the inventory or a scoped IPv6 address (fe80::1%eth0) brings may hold a "%".
+    local_host = _uri_host(local[0]).replace("%", "%%")
+    user_part = f"{user}@".replace("%", "%%") if user else ""
+    sender = from_user.replace("%", "%%")
+    uri_params = "" if transport == "udp" else f";transport={transport}"
+    request_uri = f"sip:{user_part}{uri_host.replace('%', '%%')}:{port}{uri_params}"
+    contact = f"{sender}@{local_host}:{local[1]}{uri_params}"
+    lines = [
+        f"OPTIONS {request_uri} SIP/2.0",
+        f"Via: SIP/2.0/{transport.upper()} {local_host}:{local[1]};branch=%s;rport",
+        "Max-Forwards: 70",
+        f"From: <sip:{sender}@{local_host}>;tag=%s",
+        f"To: <{request_uri}>",
+        "Call-ID: %s",
+        "CSeq: 1 OPTIONS",
+        f"Contact: <sip:{contact}>",
+        "Accept: application/sdp",
+        f"User-Agent: bridge-exporter/{__version__}",
+        "Content-Length: 0",
+    ]
+    return "\r\n".join(lines) + "\r\n\r\n"
 
 
 @functools.lru_cache(maxsize=65536)  # three per probe, and ipaddress parsing is slow
