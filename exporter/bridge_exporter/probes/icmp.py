@@ -217,19 +217,20 @@ class _Train:
         if not self.sending:
             return  # the train ended (cancelled) while this send waited for its tick
         loop, channel = self.loop, self.channel
-        if index and loop.time() >= self.deadline:
+        now = loop.time()
+        if index and now >= self.deadline:
             self._stop_sending(index)
             return
         sequence = channel.take_sequence()
         if sequence is None:  # 65,536 requests in flight: wait for one to end
-            if loop.time() + SEQUENCE_RETRY_SECONDS < self.deadline:
+            if now + SEQUENCE_RETRY_SECONDS < self.deadline:
                 self.timer = loop.call_later(SEQUENCE_RETRY_SECONDS, self._send, index)
             else:
                 self.note("timeout reached while waiting for a free sequence number")
                 self._stop_sending(None)
             return
         token = random.getrandbits(64).to_bytes(8, "big") + time.time_ns().to_bytes(8, "big")
-        wait_limit = min(self.packet_timeout, self.deadline - loop.time())
+        wait_limit = min(self.packet_timeout, self.deadline - now)
         request = _Request(self, len(self.rtts), token, wait_limit)
         packet = channel.build_request(sequence, token, self.size, request)
         channel.in_flight[sequence] = request
@@ -244,7 +245,7 @@ class _Train:
             self.send_error = self.send_error or exc
             self.note(f"icmp_seq={sequence}: send failed: {_errno_name(exc)} ({exc.strerror})")
         else:
-            self.expires = max(self.expires, loop.time() + wait_limit)
+            self.expires = max(self.expires, now + wait_limit)
         following = index + 1
         if following >= self.count:
             self._stop_sending(None)
@@ -439,6 +440,16 @@ def _open_socket(family: int, mode: str) -> socket.socket:
     return sock
 
 
+@functools.lru_cache(maxsize=65536)  # every probe asks, and ipaddress parsing is slow
+def _literal_family(address: str) -> int | None:
+    """AF_INET or AF_INET6 for an IP address literal, None for a name."""
+    try:
+        literal = ipaddress.ip_address(address)
+    except ValueError:
+        return None
+    return socket.AF_INET if literal.version == 4 else socket.AF_INET6
+
+
 def _enlarge_buffers(sock: socket.socket) -> None:
     try:  # beyond net.core.rmem_max, when we hold CAP_NET_ADMIN
         sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER_BYTES)
@@ -630,16 +641,13 @@ class IcmpProber(Prober):
     ) -> tuple[int, tuple[Any, ...]]:
         """(family, sockaddr) to ping; ProbeFailed when there is none by the deadline."""
         wanted = {"4": socket.AF_INET, "6": socket.AF_INET6}.get(ip_version)
-        try:
-            literal = ipaddress.ip_address(address)
-        except ValueError:
-            literal = None
-        if literal is not None:  # fast path: no resolver thread for 10,000 literals
-            family = socket.AF_INET if literal.version == 4 else socket.AF_INET6
+        family = _literal_family(address)
+        if family is not None:  # fast path: no resolver thread for 10,000 literals
             if wanted is not None and wanted != family:
+                version = 4 if family == socket.AF_INET else 6
                 raise ProbeFailed(
                     reasons.RESOLVE_FAILED,
-                    f"{address} is an IPv{literal.version} address but ip_version={ip_version}",
+                    f"{address} is an IPv{version} address but ip_version={ip_version}",
                 )
             return family, ((address, 0) if family == socket.AF_INET else (address, 0, 0, 0))
         loop = asyncio.get_running_loop()
