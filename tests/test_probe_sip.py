@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 from bridge_exporter import __version__
 from bridge_exporter.probes import ProbeResult, Target
 from bridge_exporter.probes.base import Seconds
-from bridge_exporter.probes.sip import SipProber, SipSettings
+from bridge_exporter.probes.sip import SipProber, SipSettings, _request_template
 from bridge_exporter.sipmsg import (
     SipMessage,
     build_response,
@@ -511,6 +512,35 @@ async def test_tcp_answer_in_chunks_is_framed_by_content_length():
     assert "< " + body.decode() in result.debug
 
 
+async def test_each_tcp_request_carries_its_own_connections_port():
+    """Over TCP the local port is new for every connection: it fills a slot of the
+    endpoint's request template instead of making a template per connection."""
+    seen: list[tuple[int, SipMessage]] = []
+
+    async def answer(reader, writer):
+        request = await read_request(reader)
+        seen.append((writer.get_extra_info("peername")[1], request))
+        writer.write(build_response(request, 200, "OK"))
+        await writer.drain()
+        await reader.read()
+        writer.close()
+
+    templates = _request_template.cache_info().currsize
+    server, port = await start_tcp_peer(answer)
+    try:
+        results = [await run_probe("127.0.0.1", port=port, transport="tcp") for _ in range(4)]
+    finally:
+        server.close()
+    assert [result.success for result in results] == [True] * 4
+    assert len({source for source, _ in seen}) == 4
+    for source, request in seen:
+        assert request.header("via").startswith(f"SIP/2.0/TCP 127.0.0.1:{source};branch=")
+        assert (
+            request.header("contact") == f"<sip:bridge-exporter@127.0.0.1:{source};transport=tcp>"
+        )
+    assert _request_template.cache_info().currsize <= templates + 1
+
+
 async def test_silent_tcp_peer_times_out_and_closing_peer_is_reported():
     async def silent(reader, writer):
         await reader.read()
@@ -688,6 +718,21 @@ def test_retransmission_timers_default_to_rfc_3261_and_t2_may_not_undercut_t1():
 
 
 # --- the message parser the simulator shares --------------------------------------------
+
+
+def test_long_header_names_from_anyone_are_not_kept() -> None:
+    """Header names are cached for speed, but whoever reaches the prober's port chooses
+    them: long ones must not be kept after their message is parsed."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(300):
+            name = f"X-{index:05d}-" + "n" * 20_000
+            assert parse_message(f"SIP/2.0 200 OK\r\n{name}: x\r\n\r\n".encode()) is not None
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 1_000_000, f"{kept} bytes kept after parsing"
 
 
 def test_parser_reads_compact_folded_and_combined_headers():

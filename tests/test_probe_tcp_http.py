@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from bridge_exporter.probes import ProbeResult, Target, prober_class
+from bridge_exporter.probes.connects import connects_of
 from bridge_exporter.probes.h323 import H323Prober, H323Settings
 from bridge_exporter.probes.http import MAX_BODY_BYTES, HttpProber, HttpSettings
 from bridge_exporter.probes.netutil import ResolveError, bracket, classify_os_error, resolve
@@ -205,6 +206,7 @@ def test_classify_os_error() -> None:
         errno.ENFILE: "local_resource_exhausted",
         errno.ENOBUFS: "local_resource_exhausted",
         errno.ENOMEM: "local_resource_exhausted",
+        errno.EAGAIN: "local_resource_exhausted",  # connect: no local port left
         errno.EPROTO: "network_error",
     }
     for code, reason in cases.items():
@@ -254,9 +256,11 @@ async def test_tcp_hostname(listener: int) -> None:
 
 
 async def test_tcp_refused_port_fails_fast() -> None:
-    result = await run(TcpProber(), "127.0.0.1", TcpSettings(port=free_port()), timeout=5.0)
+    port = free_port()
+    result = await run(TcpProber(), "127.0.0.1", TcpSettings(port=port), timeout=5.0)
     assert not result.success
     assert result.reason == "refused"
+    assert result.debug[-1].endswith(f"Connection refused (127.0.0.1 port {port})")
     assert result.duration_seconds < 2.5  # refused at once, not waiting for the timeout
     assert result.values == {}
 
@@ -342,6 +346,38 @@ async def test_a_connect_cut_by_its_deadline_leaves_nothing_behind(listener: int
             outcomes.append((stalled.reason, answered.success))
     assert outcomes == [("timeout", True)] * 5
     assert await _descriptors_settle_at(before) <= before
+
+
+async def test_a_cancelled_connect_whose_socket_lives_on_settles_no_later_connect() -> None:
+    """A connect given up while another descriptor still refers to its socket (a dup,
+    a forked child's) must not be watched any longer: its late completion would settle
+    whichever connect next gets the same descriptor number."""
+    connects = connects_of(asyncio.get_running_loop())
+    with _stalled_listener() as second_port, contextlib.ExitStack() as first:
+        first_port = first.enter_context(_stalled_listener())
+        given_up = socket.socket(type=socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        attempt = asyncio.create_task(connects.connect(given_up, ("127.0.0.1", first_port)))
+        await asyncio.sleep(0.1)
+        attempt.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await attempt
+        kept_alive = os.dup(given_up.fileno())
+        descriptor = given_up.fileno()
+        given_up.close()
+        reused = socket.socket(type=socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        try:
+            assert reused.fileno() == descriptor
+            waiting = asyncio.create_task(connects.connect(reused, ("127.0.0.1", second_port)))
+            await asyncio.sleep(0.1)
+            # The first listener goes: the kept-alive socket's retried SYN is refused, an
+            # event on that socket. The second listener's queue stays full.
+            first.close()
+            done, _ = await asyncio.wait({waiting}, timeout=2.5)
+            waiting.cancel()
+        finally:
+            reused.close()
+            os.close(kept_alive)
+    assert not done, "a connect to a full queue was settled by another socket's event"
 
 
 def test_a_closed_event_loop_is_freed_with_its_shared_epoll_and_timers() -> None:

@@ -98,19 +98,36 @@ def is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
-@functools.lru_cache(maxsize=1024)  # a few names, asked for on every message
 def canonical_key(name: str) -> str:
     """The key a header is stored under in SipMessage.headers."""
+    if len(name) > _CACHED_NAME_LENGTH:
+        return _canonical_key(name)
+    return _cached_canonical_key(name)
+
+
+def _canonical_key(name: str) -> str:
     key = name.strip().lower()
     return COMPACT_FORMS.get(key, key)
 
 
-@functools.lru_cache(maxsize=1024)
 def _header_key(name: str) -> str | None:
     """canonical_key() of a header name as it appears before the colon, or None when it
     is not a valid header name."""
+    if len(name) > _CACHED_NAME_LENGTH:
+        return _checked_header_key(name)
+    return _cached_header_key(name)
+
+
+def _checked_header_key(name: str) -> str | None:
     name = name.strip()
     return canonical_key(name) if _HEADER_NAME.fullmatch(name) else None
+
+
+# Header names recur on every message, so their keys are cached; only short ones, as
+# anyone who can reach the prober's port chooses what a cached name holds.
+_CACHED_NAME_LENGTH = 40
+_cached_canonical_key = functools.lru_cache(maxsize=1024)(_canonical_key)
+_cached_header_key = functools.lru_cache(maxsize=1024)(_checked_header_key)
 
 
 def header_params(value: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ closing the socket takes it out of the epoll again (the kernel does that on clos
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import select
@@ -18,6 +19,7 @@ import socket
 import weakref
 
 _WRITABLE_ONCE = select.EPOLLOUT | select.EPOLLONESHOT
+_IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EINTR})  # EINTR: it goes on regardless
 _BATCH = 512  # events read per pass; more stay ready for the next pass
 
 
@@ -35,18 +37,24 @@ class Connects:
         """Connect the non-blocking `sock`; raise OSError as socket.connect() would.
         The caller closes the socket, also when this is cancelled."""
         error = sock.connect_ex(sockaddr)
-        if error == errno.EINPROGRESS:
+        if error in _IN_PROGRESS:
             descriptor = sock.fileno()
             waiter = self._loop().create_future()  # type: ignore[union-attr]
             self._epoll.register(descriptor, _WRITABLE_ONCE)
             self._waiters[descriptor] = waiter
             try:
                 await waiter
-            finally:
+            except BaseException:
+                # Closing the socket takes it out of the epoll only if no other descriptor
+                # (a dup, a forked child's) refers to it: else a late event for it would
+                # settle whichever connect gets this descriptor number next.
                 self._waiters.pop(descriptor, None)
+                with contextlib.suppress(OSError):
+                    self._epoll.unregister(descriptor)
+                raise
             error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
-            raise OSError(error, os.strerror(error))
+            raise OSError(error, f"{os.strerror(error)} ({sockaddr[0]} port {sockaddr[1]})")
 
     def _settle(self) -> None:
         waiters = self._waiters

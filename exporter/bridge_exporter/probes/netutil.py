@@ -99,7 +99,8 @@ _UNREACHABLE = {
     errno.EADDRNOTAVAIL,
     errno.EAFNOSUPPORT,
 }
-_LOCAL_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# EAGAIN from a TCP connect: no local port left; from a send: no buffer space.
+_LOCAL_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EAGAIN}
 _BLOCKED_LOCALLY = {errno.EPERM, errno.EACCES}
 
 

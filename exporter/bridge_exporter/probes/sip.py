@@ -171,9 +171,11 @@ class _Exchange:
     ) -> bytes:
         settings = self.settings
         template = _request_template(
-            transport, uri_host, port, local, settings.user, settings.from_user
+            transport, uri_host, port, local[0], settings.user, settings.from_user
         )
-        return (template % (self.branch, self.from_tag, self.call_id)).encode()
+        slots = {"local_port": local[1], "branch": self.branch, "tag": self.from_tag,
+                 "call_id": self.call_id}  # fmt: skip
+        return (template % slots).encode()
 
     def mark_sending(self, data: bytes, attempt: int, destination: str) -> None:
         """Call just before the request goes out: the first call starts the clock."""
@@ -642,26 +644,26 @@ async def _resolve(exchange: _Exchange, host: str, port: int) -> tuple[int, tupl
     return family, address
 
 
-@functools.lru_cache(maxsize=65536)  # one per endpoint and local address
+@functools.lru_cache(maxsize=65536)  # one per endpoint (and local address)
 def _request_template(
-    transport: str, uri_host: str, port: int, local: tuple[str, int], user: str, from_user: str
+    transport: str, uri_host: str, port: int, local_address: str, user: str, from_user: str
 ) -> str:
-    """The OPTIONS request with `%s` where the Via branch, From tag and Call-ID go (in
-    that order): the rest is the same for every probe of an endpoint."""
+    """The OPTIONS request with %(name)s slots for what changes from probe to probe: the
+    local port (a stream's is new each time), the Via branch, the From tag, the Call-ID."""
     # What the inventory or a scoped IPv6 address (fe80::1%eth0) brings may hold a "%".
-    local_host = _uri_host(local[0]).replace("%", "%%")
+    local_host = _uri_host(local_address).replace("%", "%%")
     user_part = f"{user}@".replace("%", "%%") if user else ""
     sender = from_user.replace("%", "%%")
     uri_params = "" if transport == "udp" else f";transport={transport}"
     request_uri = f"sip:{user_part}{uri_host.replace('%', '%%')}:{port}{uri_params}"
-    contact = f"{sender}@{local_host}:{local[1]}{uri_params}"
+    contact = f"{sender}@{local_host}:%(local_port)s{uri_params}"
     lines = [
         f"OPTIONS {request_uri} SIP/2.0",
-        f"Via: SIP/2.0/{transport.upper()} {local_host}:{local[1]};branch=%s;rport",
+        f"Via: SIP/2.0/{transport.upper()} {local_host}:%(local_port)s;branch=%(branch)s;rport",
         "Max-Forwards: 70",
-        f"From: <sip:{sender}@{local_host}>;tag=%s",
+        f"From: <sip:{sender}@{local_host}>;tag=%(tag)s",
         f"To: <{request_uri}>",
-        "Call-ID: %s",
+        "Call-ID: %(call_id)s",
         "CSeq: 1 OPTIONS",
         f"Contact: <sip:{contact}>",
         "Accept: application/sdp",
