@@ -11,8 +11,9 @@ from __future__ import annotations
 import functools
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 # RFC 3261 section 7.3.3 and the later RFCs that registered compact forms.
 COMPACT_FORMS: dict[str, str] = {
@@ -52,6 +53,7 @@ _CANONICAL_NAMES = {
 
 _RESPONSE_LINE = re.compile(r"SIP/2\.0 ([1-6]\d\d)(?: (.*))?", re.IGNORECASE)
 _REQUEST_LINE = re.compile(r"([A-Za-z0-9!%*_+`'~.-]+) (\S+) SIP/2\.0", re.IGNORECASE)
+_Key = TypeVar("_Key")
 _HEADER_NAME = re.compile(r"[A-Za-z0-9!%*_+`'~.-]+")
 
 
@@ -98,36 +100,34 @@ def is_number(text: str) -> bool:
     return text.isascii() and text.isdigit()
 
 
+# Header names recur on every message, so their keys are cached; only short ones, as
+# anyone who can reach the prober's port chooses what a cached name holds.
+_CACHED_NAME_LENGTH = 40
+
+
+def _cached_when_short(function: Callable[[str], _Key]) -> Callable[[str], _Key]:
+    cached = functools.lru_cache(maxsize=1024)(function)
+
+    @functools.wraps(function)
+    def lookup(name: str) -> _Key:
+        return cached(name) if len(name) <= _CACHED_NAME_LENGTH else function(name)
+
+    return lookup
+
+
+@_cached_when_short
 def canonical_key(name: str) -> str:
     """The key a header is stored under in SipMessage.headers."""
-    if len(name) > _CACHED_NAME_LENGTH:
-        return _canonical_key(name)
-    return _cached_canonical_key(name)
-
-
-def _canonical_key(name: str) -> str:
     key = name.strip().lower()
     return COMPACT_FORMS.get(key, key)
 
 
+@_cached_when_short
 def _header_key(name: str) -> str | None:
     """canonical_key() of a header name as it appears before the colon, or None when it
     is not a valid header name."""
-    if len(name) > _CACHED_NAME_LENGTH:
-        return _checked_header_key(name)
-    return _cached_header_key(name)
-
-
-def _checked_header_key(name: str) -> str | None:
     name = name.strip()
     return canonical_key(name) if _HEADER_NAME.fullmatch(name) else None
-
-
-# Header names recur on every message, so their keys are cached; only short ones, as
-# anyone who can reach the prober's port chooses what a cached name holds.
-_CACHED_NAME_LENGTH = 40
-_cached_canonical_key = functools.lru_cache(maxsize=1024)(_canonical_key)
-_cached_header_key = functools.lru_cache(maxsize=1024)(_checked_header_key)
 
 
 def header_params(value: str) -> dict[str, str]:

@@ -18,6 +18,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .perloop import PerLoop
+
 TICK_SECONDS = 0.005
 
 
@@ -66,14 +68,4 @@ class TickTimers:
                     )
 
 
-_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TickTimers] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def timers_of(loop: asyncio.AbstractEventLoop) -> TickTimers:
-    """The coarse timers of `loop` (one set per loop)."""
-    timers = _BY_LOOP.get(loop)
-    if timers is None:
-        timers = _BY_LOOP[loop] = TickTimers(loop)
-    return timers
+timers_of = PerLoop(TickTimers).of  # the coarse timers of a loop, one set per loop

@@ -18,6 +18,8 @@ import select
 import socket
 import weakref
 
+from ..perloop import PerLoop
+
 _WRITABLE_ONCE = select.EPOLLOUT | select.EPOLLONESHOT
 _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EINTR})  # EINTR: it goes on regardless
 _BATCH = 512  # events read per pass; more stay ready for the next pass
@@ -27,7 +29,7 @@ class Connects:
     """The connects in flight on one event loop (see the module docstring)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Weakly: connects_of() keeps this for as long as the loop lives, not longer.
+        # Weakly, for PerLoop; the epoll is closed when this is freed with its loop.
         self._loop = weakref.ref(loop)
         self._epoll = select.epoll()
         self._waiters: dict[int, asyncio.Future[None]] = {}
@@ -63,22 +65,5 @@ class Connects:
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
-    def close(self) -> None:
-        if not self._epoll.closed:
-            loop = self._loop()
-            if loop is not None and not loop.is_closed():
-                loop.remove_reader(self._epoll.fileno())
-            self._epoll.close()
 
-
-_BY_LOOP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Connects] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def connects_of(loop: asyncio.AbstractEventLoop) -> Connects:
-    """The connects of `loop` (one set per loop)."""
-    connects = _BY_LOOP.get(loop)
-    if connects is None or connects._epoll.closed:
-        connects = _BY_LOOP[loop] = Connects(loop)
-    return connects
+connects_of = PerLoop(Connects).of  # the connects of a loop, one watcher per loop
