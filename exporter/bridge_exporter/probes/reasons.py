@@ -86,9 +86,9 @@ NETWORK_ERROR = _reason(
 LOCAL_RESOURCE_EXHAUSTED = _reason(
     "local_resource_exhausted",
     ALL,
-    "the exporter's host ran out of file descriptors, socket buffers or memory (EMFILE, "
-    "ENFILE, ENOBUFS, ENOMEM), or every worker process that reads device documents stayed "
-    "busy until the deadline: says nothing about the endpoint",
+    "the exporter's host ran out of file descriptors, local ports, socket buffers or memory "
+    "(EMFILE, ENFILE, EAGAIN, ENOBUFS, ENOMEM), or every worker process that reads device "
+    "documents stayed busy until the deadline: says nothing about the endpoint",
 )
 BLOCKED_LOCALLY = _reason(
     "blocked_locally",
