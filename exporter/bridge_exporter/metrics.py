@@ -14,13 +14,15 @@ import asyncio
 import re
 import time
 from collections.abc import Callable, Iterator
+from itertools import accumulate
 
 from .config.model import Endpoint, Inventory
+from .endpoint_text import EndpointText, series_code
 from .exposition import Family, join_labels, label_text, render
 from .inventory_metrics import InventorySeries
 from .metrics_page import MetricsPage, Part
 from .probes.base import ProbeResult
-from .state import TRAIN_PROBERS, State
+from .state import BUCKET_TEXTS, TRAIN_PROBERS, State
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 ROUND_NOTE = "Measured in background rounds; see bridge_last_probe_timestamp_seconds."
@@ -32,6 +34,15 @@ def _gauge(name: str, help_text: str) -> Family:
 
 def _counter(name: str, help_text: str) -> Family:
     return Family(name, "counter", help_text)
+
+
+def extra_family(key: str) -> Family | None:
+    """The gauge of a prober's own figure (ProbeResult.values), None if `key` cannot make
+    a metric name."""
+    name = f"bridge_{key}"
+    if not _METRIC_NAME.match(name):
+        return None
+    return _gauge(name, f"{key.replace('_', ' ').capitalize()} (prober figure, last round).")
 
 
 class ProbeFamilies:
@@ -74,14 +85,12 @@ class ProbeFamilies:
             if value is not None:
                 family.add(labels, value)
         for key, value in result.values.items():
-            name = f"bridge_{key}"
-            family = self.extra.get(name)
+            family = self.extra.get(key)
             if family is None:
-                if not _METRIC_NAME.match(name):
+                family = extra_family(key)
+                if family is None:
                     continue
-                family = self.extra[name] = _gauge(
-                    name, f"{key.replace('_', ' ').capitalize()} (prober figure, last round)."
-                )
+                self.extra[key] = family
             family.add(labels, value)
 
     def families(self) -> Iterator[Family]:
@@ -98,12 +107,14 @@ class _LabelCache:
         self.base: dict[str, str] = {}
         self.info: dict[str, str] = {}
         self.probe: dict[tuple[str, str], str] = {}
+        # As UTF-8 for EndpointText: base, info, and each module's.
+        self.utf8: dict[str, tuple[bytes, bytes, dict[str, bytes]]] = {}
 
     def refresh(self, inventory: Inventory) -> None:
         if inventory is self._inventory:
             return
         free_names = sorted({n for e in inventory.endpoints.values() for n in e.labels})
-        self.base, self.info, self.probe = {}, {}, {}
+        self.base, self.info, self.probe, self.utf8 = {}, {}, {}, {}
         for endpoint in inventory.endpoints.values():
             base = label_text(
                 {"endpoint": endpoint.id, "tier": endpoint.tier, **inventory.tier_labels(endpoint)}
@@ -121,16 +132,19 @@ class _LabelCache:
             self.info[endpoint.id] = join_labels(base, label_text(info))
             for module in endpoint.modules:
                 self.probe[endpoint.id, module] = join_labels(base, label_text({"probe": module}))
+            self.utf8[endpoint.id] = (
+                base.encode(),
+                self.info[endpoint.id].encode(),
+                {m: self.probe[endpoint.id, m].encode() for m in endpoint.modules},
+            )
         self._inventory = inventory
 
 
 class _EndpointSeries:
-    """The per-endpoint families, filled one endpoint at a time."""
+    """The per-endpoint families, and one endpoint's series listed for EndpointText."""
 
     def __init__(self, labels: _LabelCache):
         self._labels = labels
-        self._family_list: list[Family] | None = None
-        self._family_list_extra = 0
         self.info = _gauge("bridge_endpoint_info", "Inventory facts about an endpoint; always 1.")
         self.up = _gauge(
             "bridge_up", f"1 if every required probe succeeded in the last round. {ROUND_NOTE}"
@@ -156,7 +170,7 @@ class _EndpointSeries:
         self.delegates = _gauge("bridge_endpoint_delegates", "Delegates expected at the endpoint.")
         self.mos = _gauge("bridge_mos", "Estimated MOS (E-model simplification, 1.0 to 4.5).")
         self.grade = _gauge("bridge_quality_grade", "Quality grade: 0 good, 1 degraded, 2 poor.")
-        self.probe_families = ProbeFamilies()
+        probe = ProbeFamilies()
         self.trains = {
             kind: (
                 _counter(f"bridge_{kind}_packets_sent_total", f"{kind} packets sent."),
@@ -165,63 +179,145 @@ class _EndpointSeries:
             )
             for kind in TRAIN_PROBERS
         }  # fmt: skip
+        # Fixed families first (their indices are the codes below), then prober figures
+        # in the order they first appear.
+        self._families: list[Family] = [
+            self.info, self.up, self.upstream, self.changes, self.last_change,
+            self.down_since, self.last_probe, self.round_duration, self.delegates, self.mos,
+            self.grade, probe.success, probe.duration, probe.failure, probe.status,
+            probe.sip_code, probe.rtt, probe.rtt_min, probe.rtt_max, probe.jitter, probe.loss,
+            *(family for trio in self.trains.values() for family in trio),
+        ]  # fmt: skip
 
-    def add(self, state: State, endpoint: Endpoint) -> None:
-        """Every series of the endpoint but bridge_upstream_up (BridgeMetrics adds it)."""
+        def code(family: Family) -> int:
+            return series_code(self._families.index(family))
+
+        self._info, self._up, self._changes = code(self.info), code(self.up), code(self.changes)
+        self._last_change, self._down_since = code(self.last_change), code(self.down_since)
+        self._last_probe, self._round_duration = code(self.last_probe), code(self.round_duration)
+        self._delegates = code(self.delegates)
+        self._mos, self._grade = code(self.mos), code(self.grade)
+        self._success, self._duration = code(probe.success), code(probe.duration)
+        self._failure, self._status = code(probe.failure), code(probe.status)
+        self._sip_code = code(probe.sip_code)
+        self._figures = tuple(
+            map(code, (probe.rtt, probe.rtt_min, probe.rtt_max, probe.jitter, probe.loss))
+        )
+        self._train_codes = {
+            kind: (
+                code(sent), code(received),
+                series_code(self._families.index(histogram), histogram=True),
+            )
+            for kind, (sent, received, histogram) in self.trains.items()
+        }  # fmt: skip
+        self._extra_codes: dict[str, int] = {}
+        self.text = EndpointText(self._families, BUCKET_TEXTS)
+
+    def families(self) -> list[Family]:
+        """Every per-endpoint family in page order (grows when a prober reports a figure
+        not seen before)."""
+        return self._families
+
+    def render(self, state: State, endpoint: Endpoint) -> list[bytes] | None:
+        """The endpoint's text, one part per family; bridge_upstream_up's is empty
+        (BridgeMetrics renders it)."""
         endpoint_state = state.endpoints.get(endpoint.id)
         if endpoint_state is None:
-            return
-        labels = self._labels.base[endpoint.id]
-        probe_labels = self._labels.probe
-        self.info.add(self._labels.info[endpoint.id], 1)
-        self.changes.add(labels, endpoint_state.state_changes)
+            return None
+        base, info, probe_labels = self._labels.utf8[endpoint.id]
+        labels = [base, info]
+        shape = [self._info + 1, self._changes]
+        floats: list[float] = [1, endpoint_state.state_changes]
+        ints: list[int] = []
         if endpoint.delegates is not None:
-            self.delegates.add(labels, endpoint.delegates)
+            shape.append(self._delegates)
+            floats.append(endpoint.delegates)
         if endpoint_state.up is not None:
-            self.up.add(labels, 1 if endpoint_state.up else 0)
+            shape.append(self._up)
+            floats.append(1 if endpoint_state.up else 0)
         if endpoint_state.last_change_timestamp is not None:
-            self.last_change.add(labels, endpoint_state.last_change_timestamp)
+            shape.append(self._last_change)
+            floats.append(endpoint_state.last_change_timestamp)
         if endpoint_state.down_since is not None:
-            self.down_since.add(labels, endpoint_state.down_since)
+            shape.append(self._down_since)
+            floats.append(endpoint_state.down_since)
         if endpoint_state.last_round_timestamp is not None:
-            self.last_probe.add(labels, endpoint_state.last_round_timestamp)
-            self.round_duration.add(labels, endpoint_state.last_round_duration or 0.0)
+            shape += (self._last_probe, self._round_duration)
+            floats += (endpoint_state.last_round_timestamp, endpoint_state.last_round_duration or 0)
+        slots: dict[str, int] = {}
         for name, record in endpoint_state.records.items():
-            series = probe_labels.get((endpoint.id, name))
-            if series is not None:
-                self.probe_families.add(series, record.module.prober, record.result)
+            series = probe_labels.get(name)
+            if series is None:
+                continue
+            slot = slots[name] = len(labels)
+            labels.append(series)
+            self._add_result(record.module.prober, record.result, slot, labels, shape, floats)
         with_histogram = state.inventory.tier(endpoint.tier).rtt_histogram
+        histogram_floats: list[float] = []  # each histogram's sum and count, after the rest
         for name, counter in endpoint_state.counters.items():
             record = endpoint_state.records.get(name)
-            series = probe_labels.get((endpoint.id, name))
-            if record is None or series is None or record.module.prober not in self.trains:
+            codes = record and self._train_codes.get(record.module.prober)
+            if codes is None or name not in slots:
                 continue
-            sent, received, histogram = self.trains[record.module.prober]
-            sent.add(series, counter.sent)
-            received.add(series, counter.received)
+            slot = slots[name]
+            sent, received, histogram = codes
+            shape += (sent + slot, received + slot)
+            floats += (counter.sent, counter.received)
             if with_histogram:
-                histogram.add_histogram(
-                    series, counter.cumulative_buckets(), counter.rtt_sum, counter.rtt_count
-                )
+                shape.append(histogram + slot)
+                ints += accumulate(counter.rtt_bucket_counts)
+                ints.append(counter.rtt_count)
+                histogram_floats += (counter.rtt_sum, counter.rtt_count)
         quality = state.quality(endpoint)
         if quality is not None:
-            self.mos.add(labels, round(quality.mos, 3))
-            self.grade.add(labels, int(quality.grade))
+            shape += (self._mos, self._grade)
+            floats += (round(quality.mos, 3), int(quality.grade))
+        floats += histogram_floats
+        return self.text.parts(labels, tuple(shape), floats, ints)
 
-    def family_list(self) -> list[Family]:
-        """families(), kept in a list until a prober reports a figure not seen before."""
-        extra = len(self.probe_families.extra)
-        if self._family_list is None or extra != self._family_list_extra:
-            self._family_list, self._family_list_extra = list(self.families()), extra
-        return self._family_list
-
-    def families(self) -> Iterator[Family]:
-        yield from (self.info, self.up, self.upstream, self.changes, self.last_change)
-        yield from (self.down_since, self.last_probe, self.round_duration, self.delegates)
-        yield from (self.mos, self.grade)
-        yield from self.probe_families.families()
-        for family_set in self.trains.values():
-            yield from family_set
+    def _add_result(
+        self,
+        prober_kind: str,
+        result: ProbeResult,
+        slot: int,
+        labels: list[bytes],
+        shape: list[int],
+        floats: list[float],
+    ) -> None:
+        shape += (self._success + slot, self._duration + slot)
+        floats += (1 if result.success else 0, result.duration_seconds)
+        if result.reason:
+            shape.append(self._failure + len(labels))
+            floats.append(1)
+            labels.append(labels[slot] + b"," + label_text({"reason": result.reason}).encode())
+        if result.status_code is not None:
+            shape.append(self._status + slot)
+            floats.append(result.status_code)
+            if prober_kind == "sip":
+                shape.append(self._sip_code + slot)
+                floats.append(result.status_code)
+        for code, value in zip(
+            self._figures,
+            (
+                result.rtt_seconds, result.rtt_min_seconds, result.rtt_max_seconds,
+                result.jitter_seconds, result.packet_loss_ratio,
+            ),
+            strict=True,
+        ):  # fmt: skip
+            if value is not None:
+                shape.append(code + slot)
+                floats.append(value)
+        for key, value in result.values.items():
+            code = self._extra_codes.get(key)
+            if code is None:
+                family = extra_family(key)
+                if family is None:
+                    continue
+                code = self._extra_codes[key] = series_code(len(self._families))
+                self._families.append(family)
+                self.text.families_changed()
+            shape.append(code + slot)
+            floats.append(value)
 
 
 class BridgeMetrics:
@@ -245,8 +341,7 @@ class BridgeMetrics:
         self._series = _EndpointSeries(self._labels)
         self._positions: dict[str, int] = {}  # endpoint id -> its slot in every column
         self._columns: dict[str, list[bytes]] = {}  # family name -> each endpoint's text
-        self._column_families: list[Family] | None = None  # what the pairs were made for
-        self._family_column_pairs: list[tuple[Family, list[bytes]]] = []
+        self._column_list: list[list[bytes]] = []  # the columns in family order
         self._unrendered: set[str] = set()
         self._headers: dict[str, bytes] = {}
         self._ups: dict[str, bool | None] = {}  # each endpoint's up as the aggregates saw it
@@ -259,6 +354,7 @@ class BridgeMetrics:
             self._series = _EndpointSeries(self._labels)
             self._positions = {e: i for i, e in enumerate(inventory.endpoints)}
             self._columns = {}
+            self._column_list = []
             self._unrendered = set(inventory.endpoints)
             self._headers = {}
             self._ups = {e: s.up for e, s in state.endpoints.items()}
@@ -268,29 +364,24 @@ class BridgeMetrics:
 
     def _render_endpoint(self, state: State, endpoint: Endpoint) -> None:
         """Render one endpoint's series into its slot of every column."""
-        if endpoint.id not in state.endpoints:
+        parts = self._series.render(state, endpoint)
+        if parts is None:
             return
         self._unrendered.discard(endpoint.id)
-        self._series.add(state, endpoint)
         position = self._positions[endpoint.id]
-        for family, column in self._family_columns():
-            lines = family.lines
-            if lines:
-                column[position] = (lines[0] if len(lines) == 1 else "".join(lines)).encode()
-                lines.clear()
-            elif column[position]:
-                column[position] = b""
+        for column, part in zip(self._family_columns(), parts, strict=True):
+            column[position] = part
 
-    def _family_columns(self) -> list[tuple[Family, list[bytes]]]:
-        """Each per-endpoint family with its column, made when the families change."""
-        families = self._series.family_list()
-        if self._column_families is not families:
+    def _family_columns(self) -> list[list[bytes]]:
+        """Each per-endpoint family's column, in family order (more when a prober reports
+        a figure not seen before)."""
+        families = self._series.families()
+        if len(self._column_list) != len(families):
             size = len(self._positions)
-            self._family_column_pairs = [
-                (family, self._columns.setdefault(family.name, [b""] * size)) for family in families
+            self._column_list = [
+                self._columns.setdefault(family.name, [b""] * size) for family in families
             ]
-            self._column_families = families
-        return self._family_column_pairs
+        return self._column_list
 
     def endpoint_finished(self, endpoint_id: str) -> None:
         """Render one endpoint's series now that its round ended (a State listener)."""

@@ -11,8 +11,8 @@ comparative figure for spotting bad links, not a listening test.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
+from typing import NamedTuple
 
 from .config.model import Thresholds
 
@@ -23,8 +23,7 @@ class Grade(IntEnum):
     POOR = 2
 
 
-@dataclass(frozen=True)
-class NetworkFigures:
+class NetworkFigures(NamedTuple):
     rtt_seconds: float
     jitter_seconds: float
     loss_ratio: float

@@ -11,6 +11,7 @@ import bisect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .config.model import Endpoint, Inventory, Module
 from .probes.base import ProbeResult
@@ -21,7 +22,7 @@ from .quality import Grade, NetworkFigures, grade, mos
 # grade limits (300 ms, 800 ms). Few on purpose: two histograms per endpoint are most of
 # the series of a 10,000-endpoint network.
 RTT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.8, 1.5)
-_BUCKET_TEXTS = tuple(map(repr, RTT_BUCKETS))  # `le` label values, formatted once
+BUCKET_TEXTS = tuple(map(repr, RTT_BUCKETS))  # `le` label values, formatted once
 # Probers whose packet trains feed the counters and the RTT histogram, and which give
 # quality figures, best first: the voice-like STAMP train, then ICMP.
 TRAIN_PROBERS = ("stamp", "icmp")
@@ -57,14 +58,6 @@ class PacketCounters:
             self.rtt_count += 1
             self.rtt_sum += sample
 
-    def cumulative_buckets(self) -> list[tuple[str, int]]:
-        buckets, running = [], 0
-        for bound, count in zip(_BUCKET_TEXTS, self.rtt_bucket_counts, strict=True):
-            running += count
-            buckets.append((bound, running))
-        buckets.append(("+Inf", self.rtt_count))
-        return buckets
-
 
 @dataclass
 class EndpointState:
@@ -80,8 +73,7 @@ class EndpointState:
     version: int = 0
 
 
-@dataclass(frozen=True)
-class Quality:
+class Quality(NamedTuple):
     source: str  # the module whose figures were used
     figures: NetworkFigures
     mos: float

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -99,7 +100,11 @@ class Inventory:
     sessions: tuple[Session, ...] = ()
 
     def tier(self, name: str) -> Tier:
-        return next(t for t in self.tiers if t.name == name)
+        return self._tiers_by_name[name]
+
+    @cached_property
+    def _tiers_by_name(self) -> dict[str, Tier]:
+        return {t.name: t for t in self.tiers}
 
     @property
     def tier_names(self) -> tuple[str, ...]:
