@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import statistics
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -171,7 +171,8 @@ def mean_successive_difference(values: Sequence[float]) -> float:
     reports, as mtr does); 0.0 for fewer than two values."""
     if len(values) < 2:
         return 0.0
-    return statistics.fmean(abs(b - a) for a, b in itertools.pairwise(values))
+    # fsum over a list: what statistics.fmean does, without its generic iterable handling.
+    return math.fsum([abs(b - a) for a, b in itertools.pairwise(values)]) / (len(values) - 1)
 
 
 class Target(NamedTuple):

@@ -57,14 +57,30 @@ def _family_filter(family_pref: str) -> int:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _numeric(host: str, port: int, family: int) -> tuple[tuple, ...] | None:
-    """getaddrinfo for a literal address (no resolver involved), or None for a host name.
-    Cached: the answer never changes, and every probe of every round asks."""
+def _numeric(host: str, port: int) -> tuple[tuple, ...] | None:
+    """getaddrinfo for a literal address (no resolver involved), or None for a host name."""
     try:
-        infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+        infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
     except socket.gaierror:
         return None
     return tuple(infos)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _literal(address: str, port: int, family_pref: str) -> tuple[int, tuple] | None:
+    """resolve() of a literal address, or None for a host name. Cached: the answer never
+    changes, and every probe of every round asks."""
+    host = strip_brackets(address)
+    infos = _numeric(host, port) if host else None
+    return None if infos is None else _first(host, infos, _family_filter(family_pref))
+
+
+def _first(host: str, infos: tuple | list, family: int) -> tuple[int, tuple]:
+    for info_family, _type, _proto, _canon, sockaddr in infos:
+        if family in (socket.AF_UNSPEC, info_family):
+            return int(info_family), sockaddr
+    wanted = "IPv4" if family == socket.AF_INET else "IPv6"
+    raise ResolveError(f"{host!r} has no {wanted} address")
 
 
 async def resolve(address: str, port: int, family_pref: str = "auto") -> tuple[int, tuple]:
@@ -73,22 +89,19 @@ async def resolve(address: str, port: int, family_pref: str = "auto") -> tuple[i
     `family_pref` is "auto" (the system's order, RFC 6724), "ip4" or "ip6" (only that
     family). Raises ResolveError when there is no usable address.
     """
+    found = _literal(address, port, family_pref)
+    if found is not None:
+        return found
     host = strip_brackets(address)
     family = _family_filter(family_pref)
     if not host:
         raise ResolveError("empty address")
-    infos = _numeric(host, port, socket.AF_UNSPEC)
-    if infos is None:
-        loop = asyncio.get_running_loop()
-        try:
-            infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
-        except (socket.gaierror, UnicodeError) as exc:
-            raise ResolveError(f"cannot resolve {host!r}: {exc}") from exc
-    for info_family, _type, _proto, _canon, sockaddr in infos:
-        if family in (socket.AF_UNSPEC, info_family):
-            return int(info_family), sockaddr
-    wanted = "IPv4" if family == socket.AF_INET else "IPv6"
-    raise ResolveError(f"{host!r} has no {wanted} address")
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ResolveError(f"cannot resolve {host!r}: {exc}") from exc
+    return _first(host, infos, family)
 
 
 _UNREACHABLE = {
