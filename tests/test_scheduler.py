@@ -246,3 +246,69 @@ async def test_a_prober_that_raises_is_a_prober_error_and_counted(caplog):
     assert any("RuntimeError: a bug in the prober" in line for line in done.result.debug)
     assert done.stats.probe_errors == 1
     assert any(r.exc_info for r in caplog.records), "the traceback is logged"
+
+
+class _SwallowsTheCut(Prober):
+    """Catches the backstop's cancellation and answers anyway."""
+
+    kind = "tcp"
+    Settings = TcpSettings
+
+    async def probe_until(self, target, settings, deadline, log) -> ProbeResult:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return ProbeResult(success=False, reason="no_reply", debug=["late"])
+        raise AssertionError("not cancelled")
+
+
+async def test_a_prober_that_swallows_the_cut_keeps_its_answer_and_the_round_goes_on():
+    inventory = single_module_inventory("tcp", "{port: 9}", "100ms", "127.0.0.1")
+    done = await one_round(inventory, _OneProber(_SwallowsTheCut()))
+    assert (done.result.reason, done.result.debug) == ("no_reply", ["late"])
+    # The backstop's cancellation was taken back: this task is not left cancelling.
+    assert asyncio.current_task().cancelling() == 0
+    await asyncio.sleep(0.01)  # and no cancellation is still pending for it
+
+
+class _Stubborn(Prober):
+    """Takes its time to give up when cancelled."""
+
+    kind = "tcp"
+    Settings = TcpSettings
+
+    def __init__(self) -> None:
+        self.cut_seen = asyncio.Event()
+
+    async def probe_until(self, target, settings, deadline, log) -> ProbeResult:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cut_seen.set()
+            await asyncio.sleep(0.5)  # the outside cancellation lands here
+            raise
+        raise AssertionError("not cancelled")
+
+
+async def test_a_reload_cancelling_a_probe_is_not_turned_into_a_timeout(listener):
+    """A round cancelled from outside (a reload, a shutdown) while its probe runs, both
+    before and together with the backstop's cut, ends cancelled: no result is recorded."""
+    inventory = parse_inventory(
+        single_module_inventory("tcp", "{port: 9}", "100ms", "127.0.0.1"), "round.yml"
+    )
+    (endpoint,) = inventory.endpoints.values()
+    for wait in (0.05, 1.3):  # before the deadline; after the backstop's cut began
+        stubborn = _Stubborn()
+        cut_seen = stubborn.cut_seen
+        state = State(inventory)
+        scheduler = Scheduler(inventory, state, _OneProber(stubborn))
+        task = asyncio.ensure_future(scheduler.run_round(endpoint))
+        if wait > 1:
+            await asyncio.wait_for(cut_seen.wait(), 3)
+        else:
+            await asyncio.sleep(wait)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert state.endpoints[endpoint.id].records == {}, wait
+        assert scheduler.stats.probe_errors == 0, wait

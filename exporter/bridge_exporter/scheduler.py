@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
+import weakref
 import zlib
 from dataclasses import dataclass
 
 from .config.model import Endpoint, Inventory, Module
 from .logs import BurstLog
+from .perloop import PerLoop
 from .probes import Prober, ProbeResult, Target, prober_class, reasons
-from .probes.base import DeadlineScope, mark_terse
+from .probes.base import mark_terse
 from .resources import RAISE_HINT, ResourceErrors
 from .state import State
 from .ticks import timers_of
@@ -99,6 +102,54 @@ class Probers:
 BACKSTOP_GRACE_SECONDS = 1.0
 
 
+class Backstop:
+    """Cancels the probes of one event loop that are still running BACKSTOP_GRACE_SECONDS
+    past their deadline. One sweep every SWEEP_SECONDS over the probes in flight, not a
+    timer per probe: thousands of probes a second each set and cancelled one, for a case
+    that only a prober bug brings about. A probe is cut off up to one sweep late."""
+
+    SWEEP_SECONDS = 0.25
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)
+        self._watched: dict[int, tuple[asyncio.Task, float]] = {}  # token: (task, cut-off)
+        self._cut: set[int] = set()
+        self._tokens = itertools.count()
+        self._sweeping = False
+
+    def watch(self, task: asyncio.Task, cutoff: float) -> int:
+        token = next(self._tokens)
+        self._watched[token] = (task, cutoff)
+        if not self._sweeping:
+            self._sweeping = True
+            self._loop().call_later(self.SWEEP_SECONDS, self._sweep)  # type: ignore[union-attr]
+        return token
+
+    def release(self, token: int) -> bool:
+        """Stop watching; True if the backstop cancelled the probe's task."""
+        if self._watched.pop(token, None) is not None:
+            return False
+        self._cut.discard(token)
+        return True
+
+    def _sweep(self) -> None:
+        loop = self._loop()
+        if loop is None:
+            return
+        now = loop.time()
+        overdue = [token for token, (_, cutoff) in self._watched.items() if cutoff <= now]
+        for token in overdue:
+            task, _ = self._watched.pop(token)
+            self._cut.add(token)
+            task.cancel()
+        self._sweeping = bool(self._watched)
+        if self._sweeping:
+            loop.call_later(self.SWEEP_SECONDS, self._sweep)
+
+
+backstop_of = PerLoop(Backstop).of  # the backstop of a loop, one per loop
+
+
 async def run_probe(
     prober: Prober,
     endpoint: Endpoint,
@@ -117,29 +168,47 @@ async def run_probe(
     started = loop.time()
     deadline = started + module.timeout
     target = Target(endpoint.id, endpoint.address)
-    backstop = DeadlineScope(loop, deadline + BACKSTOP_GRACE_SECONDS)
+    task = asyncio.current_task(loop)
+    assert task is not None, "run_probe runs in a task"
+    backstop = backstop_of(loop)
+    token = backstop.watch(task, deadline + BACKSTOP_GRACE_SECONDS)
     try:
-        async with backstop:
-            result = await prober.probe_until(target, module.settings, deadline, logger)
+        result = await prober.probe_until(target, module.settings, deadline, logger)
+    except asyncio.CancelledError:
+        # Ours, and no one else's cancellation pending (a reload's): a timeout.
+        if not backstop.release(token) or task.uncancel() > 0:
+            raise
+        line = (
+            f"the {module.prober} prober was still running {BACKSTOP_GRACE_SECONDS:g} s "
+            "after its deadline and was cancelled: an exporter bug"
+        )
+        result = _prober_bug(endpoint, logger, stats, line, reasons.TIMEOUT)
     except Exception as exc:  # a prober bug must not stop the others
-        if isinstance(exc, TimeoutError) and backstop.expired():
-            line = (
-                f"the {module.prober} prober was still running {BACKSTOP_GRACE_SECONDS:g} s "
-                "after its deadline and was cancelled: an exporter bug"
-            )
-            for bug_log in {log, logger}:
-                bug_log.error("%s: %s", endpoint.id, line)
-            result = ProbeResult(success=False, reason=reasons.TIMEOUT, debug=[line])
-        else:
-            for bug_log in {log, logger}:
-                bug_log.exception("prober %s failed on %s", module.prober, endpoint.id)
-            line = f"the {module.prober} prober raised {type(exc).__name__}: {exc}"
-            result = ProbeResult(success=False, reason=reasons.PROBER_ERROR, debug=[line])
-        if stats is not None:
-            stats.probe_errors += 1
+        if backstop.release(token):
+            task.uncancel()
+        line = f"the {module.prober} prober raised {type(exc).__name__}: {exc}"
+        result = _prober_bug(endpoint, logger, stats, line, reasons.PROBER_ERROR, exc)
+    else:
+        if backstop.release(token):  # the prober swallowed the cancellation
+            task.uncancel()
     if not result.duration_seconds:
         result.duration_seconds = loop.time() - started
     return result
+
+
+def _prober_bug(
+    endpoint: Endpoint,
+    logger: logging.Logger,
+    stats: SchedulerStats | None,
+    line: str,
+    reason: str,
+    exc: Exception | None = None,
+) -> ProbeResult:
+    for bug_log in {log, logger}:
+        bug_log.error("%s: %s", endpoint.id, line, exc_info=exc)
+    if stats is not None:
+        stats.probe_errors += 1
+    return ProbeResult(success=False, reason=reason, debug=[line])
 
 
 async def _sleep_until(loop: asyncio.AbstractEventLoop, when: float) -> None:
