@@ -16,6 +16,7 @@ import errno
 import os
 import select
 import socket
+import struct
 import weakref
 
 from ..perloop import PerLoop
@@ -23,6 +24,10 @@ from ..perloop import PerLoop
 _WRITABLE_ONCE = select.EPOLLOUT | select.EPOLLONESHOT
 _IN_PROGRESS = frozenset({errno.EINPROGRESS, errno.EINTR})  # EINTR: it goes on regardless
 _BATCH = 512  # events read per pass; more stay ready for the next pass
+# struct tcp_info (linux/tcp.h): tcpi_rtt, microseconds, a u32 at byte 68 of 104.
+_TCP_INFO_BYTES = 104
+_TCPI_RTT = struct.Struct("=I")
+_TCPI_RTT_OFFSET = 68
 
 
 class Connects:
@@ -67,3 +72,19 @@ class Connects:
 
 
 connects_of = PerLoop(Connects).of  # the connects of a loop, one watcher per loop
+
+
+def handshake_rtt(sock: socket.socket) -> float | None:
+    """The round trip of a just-connected socket's handshake as the kernel measured it
+    (its smoothed RTT, whose first sample is the SYN / SYN-ACK exchange; with TCP
+    timestamps, that of a retransmitted SYN too), in seconds. Unlike the time until the
+    event loop noticed the connect, it does not grow when the exporter is busy. None where
+    TCP_INFO is not available."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _TCPI_RTT_OFFSET + _TCPI_RTT.size:
+        return None
+    (micros,) = _TCPI_RTT.unpack_from(info, _TCPI_RTT_OFFSET)
+    return micros / 1e6 if micros else None

@@ -1,7 +1,8 @@
 """TCP connect probe, optionally followed by a TLS handshake.
 
-Reports the connect time as the round-trip figure (a TCP handshake is one round trip),
-and with TLS the handshake time and the leaf certificate's expiry.
+Reports the handshake's round trip as the kernel measured it (a TCP handshake is one
+round trip) and the time the connect took, and with TLS the handshake time and the leaf
+certificate's expiry.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 from . import reasons
 from .base import ProbeFailed, Prober, ProbeResult, Target, debug_note, guarded, wants_debug_text
-from .connects import connects_of
+from .connects import connects_of, handshake_rtt
 from .netutil import ResolveError, classify_os_error, resolve, strip_brackets, tls_context
 
 # A failed TLS connection should not linger half-closed for asyncio's default 30 s.
@@ -93,10 +94,14 @@ class TcpProber(Prober):
             except OSError as exc:
                 raise ProbeFailed(classify_os_error(exc), f"connect: {exc}") from exc
             connect_seconds = time.perf_counter() - connect_started
-            result.rtt_seconds = connect_seconds
+            rtt = handshake_rtt(sock)
+            result.rtt_seconds = connect_seconds if rtt is None else rtt
             result.values["tcp_connect_seconds"] = connect_seconds
             if verbose:
-                note(f"connected in {connect_seconds * 1000:.3f} ms")
+                note(
+                    f"connected in {connect_seconds * 1000:.3f} ms"
+                    f" (handshake round trip {result.rtt_seconds * 1000:.3f} ms)"
+                )
             if context is None:
                 return
 
