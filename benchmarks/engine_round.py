@@ -235,6 +235,7 @@ async def run_exporter(
             rss = [peak_rss_mib(process.pid) for process in processes]
             samples = [line for line in texts[0].splitlines() if line and line[0] != "#"]
             histogram = [line for line in samples if "_rtt_seconds_" in line.split("{", 1)[0]]
+            measured_rtts = rtts_by_probe(texts)
         if spy is not None:
             spy.wait(timeout=120)
     finally:
@@ -280,10 +281,26 @@ async def run_exporter(
         "rounds_both_windows": rounds_all,
         **more,
     }
+    # What loopback round trips (tens of microseconds) read as under this load: how much
+    # the engine's own delays add to a measured RTT, per probe.
+    for probe, values in sorted(measured_rtts.items()):
+        figures[f"rtt_{probe}_p50_ms"] = percentile(values, 0.5) * 1000
+        figures[f"rtt_{probe}_p99_ms"] = percentile(values, 0.99) * 1000
     if shards > 1:
         figures["peak_rss_all_shards_mib"] = sum(rss)
         figures["shards"] = shards
     return figures
+
+
+def rtts_by_probe(texts: list[str]) -> dict[str, list[float]]:
+    """bridge_rtt_seconds of every endpoint in the last scrape, by probe label."""
+    found: dict[str, list[float]] = {}
+    for text in texts:
+        for line in text.splitlines():
+            if line.startswith("bridge_rtt_seconds{"):
+                probe = line.split('probe="', 1)[1].split('"', 1)[0]
+                found.setdefault(probe, []).append(float(line.rpartition(" ")[2]))
+    return found
 
 
 BLACKBOX_CONFIG = """modules:

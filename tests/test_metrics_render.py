@@ -5,6 +5,7 @@ one round to the next."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -155,3 +156,26 @@ def test_each_series_reads_back_as_the_probes_found_it(name, rounds_):
     assert found[("bridge_up", None, None, None)] == float(
         all(r.success for r in rounds_[-1].values())
     )
+
+
+async def test_a_scrape_shows_every_round_that_ended_before_it():
+    """Rounds that end are rendered in batches (every RENDER_BATCH_SECONDS); a scrape in
+    between still serves each endpoint's last finished round, never an older one."""
+    exporter = _exporter("plain")
+    endpoint = exporter.inventory.endpoints["xa"]
+    modules = exporter.inventory.modules_of(endpoint)
+    for duration in (0.25, 0.5, 0.75, 1.5):
+        for module in modules:
+            exporter.state.record(endpoint, module, ProbeResult(True, duration))
+        exporter.state.finish_round(endpoint, duration)
+        page = await exporter.metrics.page_async()
+        found = _samples(b"".join(page.pieces()).decode())
+        assert found[("bridge_round_duration_seconds", None, None, None)] == duration
+        for module in modules:
+            key = ("bridge_probe_duration_seconds", module.name, None, None)
+            assert found[key] == duration
+    # And without a scrape, within a batch period.
+    exporter.state.finish_round(endpoint, 2.0)
+    await asyncio.sleep(0.3)
+    found = _samples(b"".join((await exporter.metrics.page_async()).pieces()).decode())
+    assert found[("bridge_round_duration_seconds", None, None, None)] == 2.0

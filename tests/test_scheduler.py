@@ -4,6 +4,7 @@ probers' own results (reason, status, debug lines) surviving the wrapper's backs
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import socket
 import time
@@ -312,3 +313,51 @@ async def test_a_reload_cancelling_a_probe_is_not_turned_into_a_timeout(listener
             await task
         assert state.endpoints[endpoint.id].records == {}, wait
         assert scheduler.stats.probe_errors == 0, wait
+
+
+class _NotesStarts(Prober):
+    """Answers at once, noting when each probe began."""
+
+    kind = "tcp"
+    Settings = TcpSettings
+
+    def __init__(self) -> None:
+        self.starts: dict[str, float] = {}
+
+    async def probe_until(self, target, settings, deadline, log) -> ProbeResult:
+        self.starts.setdefault(target.endpoint_id, asyncio.get_running_loop().time())
+        return ProbeResult(success=True)
+
+
+async def test_round_starts_fall_on_a_grid_and_stay_spread():
+    """300 endpoints every 2 s: starts on a 20 ms grid (a hundredth of the interval), so the
+    loop wakes once per step for the endpoints due in it, and still spread over the whole
+    interval."""
+    lines = [
+        "interval: 2s",
+        "tiers: [hub, site]",
+        "modules:",
+        "  tcp: {prober: tcp, timeout: 500ms, tcp: {port: 9}}",
+        "endpoints:",
+        "  - {id: hub, name: Hub, tier: hub, address: 127.0.0.1, modules: [tcp]}",
+        *(
+            f"  - {{id: s{i}, name: S{i}, tier: site, parent: hub, address: 127.0.0.1,"
+            " modules: [tcp]}"
+            for i in range(300)
+        ),
+    ]
+    inventory = parse_inventory("\n".join(lines), "grid.yml")
+    prober = _NotesStarts()
+    scheduler = Scheduler(inventory, State(inventory), _OneProber(prober))
+    scheduler.start()
+    try:
+        await asyncio.sleep(2.3)
+    finally:
+        await scheduler.stop()
+    starts = sorted(prober.starts.values())
+    assert len(starts) == 301
+    # Grouped: starts less than 5 ms apart belong to one step.
+    steps = 1 + sum(1 for a, b in itertools.pairwise(starts) if b - a > 0.005)
+    assert steps <= 100, steps  # 2 s / 20 ms
+    assert steps >= 60, steps  # 301 hashes fill most of the 100 steps
+    assert starts[-1] - starts[0] > 1.5  # spread over the interval, not a burst

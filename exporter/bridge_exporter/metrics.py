@@ -25,6 +25,9 @@ from .probes.base import ProbeResult
 from .state import BUCKET_TEXTS, TRAIN_PROBERS, State
 
 _METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Rounds that end are rendered together this often (and before any scrape): rendering
+# interleaved with probing ran at half the speed of rendering in a batch (CPU caches).
+RENDER_BATCH_SECONDS = 0.1
 ROUND_NOTE = "Measured in background rounds; see bridge_last_probe_timestamp_seconds."
 
 
@@ -323,15 +326,16 @@ class _EndpointSeries:
 class BridgeMetrics:
     """Renders every bridge_* series from the state.
 
-    Each endpoint's series are rendered to UTF-8 when its round ends (State.round_listeners)
-    and kept, family by family, in one column per family (a list with a slot per endpoint,
-    in inventory order). A scrape serves each endpoint's text as of its last finished round,
-    rendering on the spot only endpoints never rendered since the inventory was loaded. It
-    takes a snapshot by copying the columns (references, not text) in one step on the
-    loop, so an endpoint whose round ends during a scrape appears once, old or new, and the
-    page is joined and compressed from the snapshot in a worker thread (metrics_page.py).
-    bridge_upstream_up and the per-tier sums follow the endpoints' up/down states: they are
-    rendered again only after one of those changed."""
+    Each endpoint's series are rendered to UTF-8 after its round ends (State.round_listeners:
+    the rounds that ended within RENDER_BATCH_SECONDS together, and all of them before a
+    scrape) and kept, family by family, in one column per family (a list with a slot per
+    endpoint, in inventory order). A scrape serves each endpoint's text as of its last
+    finished round, rendering on the spot only endpoints never rendered since the inventory
+    was loaded. It takes a snapshot by copying the columns (references, not text) in one
+    step on the loop, so an endpoint whose round ends during a scrape appears once, old or
+    new, and the page is joined and compressed from the snapshot in a worker thread
+    (metrics_page.py). bridge_upstream_up and the per-tier sums follow the endpoints'
+    up/down states: they are rendered again only after one of those changed."""
 
     def __init__(self, state_ref: Callable[[], State]):
         self._state_ref = state_ref
@@ -343,6 +347,8 @@ class BridgeMetrics:
         self._columns: dict[str, list[bytes]] = {}  # family name -> each endpoint's text
         self._column_list: list[list[bytes]] = []  # the columns in family order
         self._unrendered: set[str] = set()
+        self._finished: set[str] = set()  # rounds ended, not rendered yet
+        self._flush_due = False
         self._headers: dict[str, bytes] = {}
         self._ups: dict[str, bool | None] = {}  # each endpoint's up as the aggregates saw it
         self._aggregates: tuple[bytes, bytes] | None = None  # upstream, tier families
@@ -384,7 +390,8 @@ class BridgeMetrics:
         return self._column_list
 
     def endpoint_finished(self, endpoint_id: str) -> None:
-        """Render one endpoint's series now that its round ended (a State listener)."""
+        """Note that an endpoint's round ended (a State listener): its series are rendered
+        with the others' at the next batch, or at once outside an event loop."""
         state = self._state_ref()
         inventory = self._sync(state)
         endpoint_state = state.endpoints.get(endpoint_id)
@@ -393,9 +400,31 @@ class BridgeMetrics:
         if endpoint_state is not None and self._ups.get(endpoint_id) is not endpoint_state.up:
             self._ups[endpoint_id] = endpoint_state.up
             self._aggregates = None
-        endpoint = inventory.endpoints.get(endpoint_id)
-        if endpoint is not None:
-            self._render_endpoint(state, endpoint)
+        if endpoint_id not in inventory.endpoints:
+            return
+        self._finished.add(endpoint_id)
+        if self._flush_due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop (tools, benchmarks): render at once
+            self._render_finished(state, inventory)
+            return
+        self._flush_due = True
+        loop.call_later(RENDER_BATCH_SECONDS, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False
+        state = self._state_ref()
+        self._render_finished(state, self._sync(state))
+
+    def _render_finished(self, state: State, inventory: Inventory) -> None:
+        """Render the endpoints whose rounds ended since the last time."""
+        finished, self._finished = self._finished, set()
+        for endpoint_id in finished:
+            endpoint = inventory.endpoints.get(endpoint_id)
+            if endpoint is not None:
+                self._render_endpoint(state, endpoint)
 
     def render(self) -> str:
         """Everything at once (benchmarks, tests)."""
@@ -437,6 +466,7 @@ class BridgeMetrics:
 
     def _snapshot(self, state: State, inventory: Inventory) -> MetricsPage:
         """The page as it is now; no await in here, so it is one consistent moment."""
+        self._render_finished(state, inventory)
         if self._aggregates is None:
             self._aggregates = self._render_aggregates(state, inventory)
         upstream_text, tier_text = self._aggregates
