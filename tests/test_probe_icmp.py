@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -264,6 +265,7 @@ async def test_a_thousand_targets_share_one_socket(prober):
 
     targets = [Target(f"c{i}", f"127.0.{i // 250}.{i % 250 + 1}") for i in range(1000)]
     settings = IcmpSettings(count=2, interval=0.1)
+    gc.collect()  # other tests' garbage (a loop's self-pipe) must not close sockets meanwhile
     before = open_descriptors()
     probes = asyncio.gather(*(prober.probe(target, settings, 5.0, LOG) for target in targets))
     await asyncio.sleep(0.05)  # between the first and second request of every target

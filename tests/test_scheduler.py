@@ -356,8 +356,46 @@ async def test_round_starts_fall_on_a_grid_and_stay_spread():
         await scheduler.stop()
     starts = sorted(prober.starts.values())
     assert len(starts) == 301
-    # Grouped: starts less than 5 ms apart belong to one step.
-    steps = 1 + sum(1 for a, b in itertools.pairwise(starts) if b - a > 0.005)
-    assert steps <= 100, steps  # 2 s / 20 ms
-    assert steps >= 60, steps  # 301 hashes fill most of the 100 steps
+    # Grouped: starts less than 2 ms apart belong to one step. The 301 ids fill all 100
+    # steps; a loaded machine may split a few (spread, they would make some 220 groups).
+    steps = 1 + sum(1 for a, b in itertools.pairwise(starts) if b - a > 0.002)
+    assert 60 <= steps <= 115, steps
     assert starts[-1] - starts[0] > 1.5  # spread over the interval, not a burst
+
+
+class _RaisesWhenCut(Prober):
+    """Turns any cancellation into an error of its own (a cleanup that fails)."""
+
+    kind = "tcp"
+    Settings = TcpSettings
+
+    async def probe_until(self, target, settings, deadline, log) -> ProbeResult:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise OSError("cleanup failed") from None
+        raise AssertionError("not cancelled")
+
+
+async def test_a_prober_that_fails_when_cut_is_a_prober_error():
+    inventory = single_module_inventory("tcp", "{port: 9}", "100ms", "127.0.0.1")
+    done = await one_round(inventory, _OneProber(_RaisesWhenCut()))
+    assert (done.result.success, done.result.reason) == (False, "prober_error")
+    assert done.stats.probe_errors == 1
+    assert asyncio.current_task().cancelling() == 0
+
+
+async def test_a_reload_is_not_lost_when_the_prober_turns_it_into_an_error():
+    inventory = parse_inventory(
+        single_module_inventory("tcp", "{port: 9}", "5s", "127.0.0.1"), "round.yml"
+    )
+    (endpoint,) = inventory.endpoints.values()
+    state = State(inventory)
+    scheduler = Scheduler(inventory, state, _OneProber(_RaisesWhenCut()))
+    task = asyncio.ensure_future(scheduler.run_round(endpoint))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 2)  # ends, cancelled: a reload's wait for it ends too
+    assert state.endpoints[endpoint.id].records == {}
+    assert scheduler.stats.probe_errors == 0

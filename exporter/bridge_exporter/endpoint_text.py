@@ -21,11 +21,12 @@ from operator import itemgetter
 
 from .exposition import Family, format_value
 
-# A series code: its family's index, whether it is a histogram, its label text's slot
-# (below 65,536: an endpoint's base and info labels, one per module, one per failure).
-_FAMILY_SHIFT = 17
-_HISTOGRAM = 1 << 16
-_SLOT_MASK = _HISTOGRAM - 1
+# A series code: its family's index, whether it is a histogram, its label text's slot (an
+# endpoint's base and info labels, one per module, one per failing module).
+_SLOT_BITS = 32
+_SLOT_MASK = (1 << _SLOT_BITS) - 1
+_HISTOGRAM = 1 << _SLOT_BITS
+_FAMILY_SHIFT = _SLOT_BITS + 1
 # Shapes kept; a network meets a handful per kind of endpoint.
 _MAX_LAYOUTS = 4096
 

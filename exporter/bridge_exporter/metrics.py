@@ -11,6 +11,7 @@ last round, and `bridge_last_probe_timestamp_seconds` says how old they are.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from .metrics_page import MetricsPage, Part
 from .probes.base import ProbeResult
 from .state import BUCKET_TEXTS, TRAIN_PROBERS, State
 
+log = logging.getLogger(__name__)
 _METRIC_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 # Rounds that end are rendered together this often (and before any scrape): rendering
 # interleaved with probing ran at half the speed of rendering in a batch (CPU caches).
@@ -347,8 +349,8 @@ class BridgeMetrics:
         self._columns: dict[str, list[bytes]] = {}  # family name -> each endpoint's text
         self._column_list: list[list[bytes]] = []  # the columns in family order
         self._unrendered: set[str] = set()
-        self._finished: set[str] = set()  # rounds ended, not rendered yet
-        self._flush_due = False
+        self._finished: dict[str, None] = {}  # rounds ended, not rendered yet, in order
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # where a batch is due
         self._headers: dict[str, bytes] = {}
         self._ups: dict[str, bool | None] = {}  # each endpoint's up as the aggregates saw it
         self._aggregates: tuple[bytes, bytes] | None = None  # upstream, tier families
@@ -402,29 +404,33 @@ class BridgeMetrics:
             self._aggregates = None
         if endpoint_id not in inventory.endpoints:
             return
-        self._finished.add(endpoint_id)
-        if self._flush_due:
-            return
+        self._finished[endpoint_id] = None
+        if self._flush_loop is not None and not self._flush_loop.is_closed():
+            return  # a batch is due
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop (tools, benchmarks): render at once
             self._render_finished(state, inventory)
             return
-        self._flush_due = True
+        self._flush_loop = loop
         loop.call_later(RENDER_BATCH_SECONDS, self._flush)
 
     def _flush(self) -> None:
-        self._flush_due = False
+        self._flush_loop = None
         state = self._state_ref()
         self._render_finished(state, self._sync(state))
 
     def _render_finished(self, state: State, inventory: Inventory) -> None:
-        """Render the endpoints whose rounds ended since the last time."""
-        finished, self._finished = self._finished, set()
+        """Render the endpoints whose rounds ended since the last time, in that order."""
+        finished, self._finished = self._finished, {}
         for endpoint_id in finished:
             endpoint = inventory.endpoints.get(endpoint_id)
-            if endpoint is not None:
+            if endpoint is None:
+                continue
+            try:
                 self._render_endpoint(state, endpoint)
+            except Exception:  # a bug: the others must still be rendered
+                log.exception("rendering the series of %s failed", endpoint_id)
 
     def render(self) -> str:
         """Everything at once (benchmarks, tests)."""

@@ -178,27 +178,32 @@ async def run_probe(
     target = Target(endpoint.id, endpoint.address)
     task = asyncio.current_task(loop)
     assert task is not None, "run_probe runs in a task"
+    cancellations = task.cancelling()  # others' before ours: not ours to judge
     backstop = backstop_of(loop)
     token = backstop.watch(task, deadline + BACKSTOP_GRACE_SECONDS)
     try:
-        result = await prober.probe_until(target, module.settings, deadline, logger)
+        try:
+            result = await prober.probe_until(target, module.settings, deadline, logger)
+        finally:
+            cut = backstop.release(token)
+            if cut:
+                task.uncancel()  # ours, balanced whatever the prober made of it
     except asyncio.CancelledError:
-        # Ours, and no one else's cancellation pending (a reload's): a timeout.
-        if not backstop.release(token) or task.uncancel() > 0:
-            raise
+        if not cut or task.cancelling() > cancellations:
+            raise  # a reload's or a shutdown's (perhaps beside ours): the round ends
         line = (
             f"the {module.prober} prober was still running {BACKSTOP_GRACE_SECONDS:g} s "
             "after its deadline and was cancelled: an exporter bug"
         )
         result = _prober_bug(endpoint, logger, stats, line, reasons.TIMEOUT)
     except Exception as exc:  # a prober bug must not stop the others
-        if backstop.release(token):
-            task.uncancel()
+        if task.cancelling() > cancellations:  # it turned someone's cancellation into this
+            raise asyncio.CancelledError from exc
         line = f"the {module.prober} prober raised {type(exc).__name__}: {exc}"
         result = _prober_bug(endpoint, logger, stats, line, reasons.PROBER_ERROR, exc)
     else:
-        if backstop.release(token):  # the prober swallowed the cancellation
-            task.uncancel()
+        if task.cancelling() > cancellations:  # it swallowed someone's cancellation
+            raise asyncio.CancelledError
     if not result.duration_seconds:
         result.duration_seconds = loop.time() - started
     return result
@@ -281,10 +286,12 @@ class Scheduler:
         offset = (zlib.crc32(endpoint_id.encode()) / 2**32) * interval
         step = min(START_GRID_SECONDS, interval / 100)
         first = self._epoch + math.floor(offset / step) * step
-        now = asyncio.get_running_loop().time()
-        if now <= first:
+        late = asyncio.get_running_loop().time() - first
+        if late <= 0:
             return first
-        return first + math.ceil((now - first) / interval) * interval
+        # A slot that began less than a step ago is still this one's (at start-up the
+        # endpoints of the first step are due the moment the epoch is set).
+        return first + math.ceil((late - step) / interval) * interval
 
     async def stop(self) -> None:
         await self._cancel(list(self._tasks))

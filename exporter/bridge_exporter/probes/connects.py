@@ -79,6 +79,7 @@ def handshake_rtt(sock: socket.socket) -> float | None:
     (its smoothed RTT, whose first sample is the SYN / SYN-ACK exchange; with TCP
     timestamps, that of a retransmitted SYN too), in seconds. Unlike the time until the
     event loop noticed the connect, it does not grow when the exporter is busy. None where
+    the kernel has no sample (a SYN retransmitted to a peer without TCP timestamps) or
     TCP_INFO is not available."""
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
