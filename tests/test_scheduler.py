@@ -249,23 +249,35 @@ async def test_a_prober_that_raises_is_a_prober_error_and_counted(caplog):
     assert any(r.exc_info for r in caplog.records), "the traceback is logged"
 
 
-class _SwallowsTheCut(Prober):
-    """Catches the backstop's cancellation and answers anyway."""
+class _WhenCancelled(Prober):
+    """Hangs until cancelled, then does what `reaction` does: answers anyway (returns a
+    result) or fails its cleanup (raises)."""
 
     kind = "tcp"
     Settings = TcpSettings
+
+    def __init__(self, reaction) -> None:
+        self._reaction = reaction
 
     async def probe_until(self, target, settings, deadline, log) -> ProbeResult:
         try:
             await asyncio.sleep(3600)
         except asyncio.CancelledError:
-            return ProbeResult(success=False, reason="no_reply", debug=["late"])
+            return self._reaction()
         raise AssertionError("not cancelled")
+
+
+def _answers_late() -> ProbeResult:
+    return ProbeResult(success=False, reason="no_reply", debug=["late"])
+
+
+def _cleanup_fails() -> ProbeResult:
+    raise OSError("cleanup failed")
 
 
 async def test_a_prober_that_swallows_the_cut_keeps_its_answer_and_the_round_goes_on():
     inventory = single_module_inventory("tcp", "{port: 9}", "100ms", "127.0.0.1")
-    done = await one_round(inventory, _OneProber(_SwallowsTheCut()))
+    done = await one_round(inventory, _OneProber(_WhenCancelled(_answers_late)))
     assert (done.result.reason, done.result.debug) == ("no_reply", ["late"])
     # The backstop's cancellation was taken back: this task is not left cancelling.
     assert asyncio.current_task().cancelling() == 0
@@ -363,23 +375,9 @@ async def test_round_starts_fall_on_a_grid_and_stay_spread():
     assert starts[-1] - starts[0] > 1.5  # spread over the interval, not a burst
 
 
-class _RaisesWhenCut(Prober):
-    """Turns any cancellation into an error of its own (a cleanup that fails)."""
-
-    kind = "tcp"
-    Settings = TcpSettings
-
-    async def probe_until(self, target, settings, deadline, log) -> ProbeResult:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            raise OSError("cleanup failed") from None
-        raise AssertionError("not cancelled")
-
-
 async def test_a_prober_that_fails_when_cut_is_a_prober_error():
     inventory = single_module_inventory("tcp", "{port: 9}", "100ms", "127.0.0.1")
-    done = await one_round(inventory, _OneProber(_RaisesWhenCut()))
+    done = await one_round(inventory, _OneProber(_WhenCancelled(_cleanup_fails)))
     assert (done.result.success, done.result.reason) == (False, "prober_error")
     assert done.stats.probe_errors == 1
     assert asyncio.current_task().cancelling() == 0
@@ -391,7 +389,7 @@ async def test_a_reload_is_not_lost_when_the_prober_turns_it_into_an_error():
     )
     (endpoint,) = inventory.endpoints.values()
     state = State(inventory)
-    scheduler = Scheduler(inventory, state, _OneProber(_RaisesWhenCut()))
+    scheduler = Scheduler(inventory, state, _OneProber(_WhenCancelled(_cleanup_fails)))
     task = asyncio.ensure_future(scheduler.run_round(endpoint))
     await asyncio.sleep(0.05)
     task.cancel()
