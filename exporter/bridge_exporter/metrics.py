@@ -105,21 +105,19 @@ class ProbeFamilies:
 
 
 class _LabelCache:
-    """Each endpoint's escaped label text, computed once per inventory."""
+    """Each endpoint's escaped label text, computed once per inventory: the base labels
+    (for the aggregates), and as UTF-8 for EndpointText the base, info and each module's."""
 
     def __init__(self) -> None:
         self._inventory: Inventory | None = None
         self.base: dict[str, str] = {}
-        self.info: dict[str, str] = {}
-        self.probe: dict[tuple[str, str], str] = {}
-        # As UTF-8 for EndpointText: base, info, and each module's.
         self.utf8: dict[str, tuple[bytes, bytes, dict[str, bytes]]] = {}
 
     def refresh(self, inventory: Inventory) -> None:
         if inventory is self._inventory:
             return
         free_names = sorted({n for e in inventory.endpoints.values() for n in e.labels})
-        self.base, self.info, self.probe, self.utf8 = {}, {}, {}, {}
+        self.base, self.utf8 = {}, {}
         for endpoint in inventory.endpoints.values():
             base = label_text(
                 {"endpoint": endpoint.id, "tier": endpoint.tier, **inventory.tier_labels(endpoint)}
@@ -134,13 +132,13 @@ class _LabelCache:
                 "longitude": "" if endpoint.longitude is None else repr(endpoint.longitude),
             }
             info.update((n, endpoint.labels.get(n, "")) for n in free_names)
-            self.info[endpoint.id] = join_labels(base, label_text(info))
-            for module in endpoint.modules:
-                self.probe[endpoint.id, module] = join_labels(base, label_text({"probe": module}))
             self.utf8[endpoint.id] = (
                 base.encode(),
-                self.info[endpoint.id].encode(),
-                {m: self.probe[endpoint.id, m].encode() for m in endpoint.modules},
+                join_labels(base, label_text(info)).encode(),
+                {
+                    module: join_labels(base, label_text({"probe": module})).encode()
+                    for module in endpoint.modules
+                },
             )
         self._inventory = inventory
 
