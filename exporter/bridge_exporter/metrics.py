@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from itertools import accumulate
+from operator import attrgetter
 
 from .config.model import Endpoint, Inventory
 from .endpoint_text import EndpointText, series_code
@@ -39,6 +40,12 @@ def _gauge(name: str, help_text: str) -> Family:
 
 def _counter(name: str, help_text: str) -> Family:
     return Family(name, "counter", help_text)
+
+
+# A result's round-trip figures (None where its prober measures none), in one C call.
+figures_of = attrgetter(
+    "rtt_seconds", "rtt_min_seconds", "rtt_max_seconds", "jitter_seconds", "packet_loss_ratio"
+)
 
 
 def extra_family(key: str) -> Family | None:
@@ -68,6 +75,8 @@ class ProbeFamilies:
             "difference of successive RTTs for icmp.",
         )
         self.loss = _gauge("bridge_packet_loss_ratio", "Share of packets lost in the last round.")
+        # The families of the round-trip figures, in figures_of()'s order.
+        self.figures = (self.rtt, self.rtt_min, self.rtt_max, self.jitter, self.loss)
         self.extra: dict[str, Family] = {}
 
     def add(self, labels: str, prober_kind: str, result: ProbeResult) -> None:
@@ -80,13 +89,7 @@ class ProbeFamilies:
             self.status.add(labels, result.status_code)
             if prober_kind == "sip":
                 self.sip_code.add(labels, result.status_code)
-        for family, value in (
-            (self.rtt, result.rtt_seconds),
-            (self.rtt_min, result.rtt_min_seconds),
-            (self.rtt_max, result.rtt_max_seconds),
-            (self.jitter, result.jitter_seconds),
-            (self.loss, result.packet_loss_ratio),
-        ):
+        for family, value in zip(self.figures, figures_of(result), strict=True):
             if value is not None:
                 family.add(labels, value)
         for key, value in result.values.items():
@@ -203,9 +206,7 @@ class _EndpointSeries:
         self._success, self._duration = code(probe.success), code(probe.duration)
         self._failure, self._status = code(probe.failure), code(probe.status)
         self._sip_code = code(probe.sip_code)
-        self._figures = tuple(
-            map(code, (probe.rtt, probe.rtt_min, probe.rtt_max, probe.jitter, probe.loss))
-        )
+        self._figures = tuple(map(code, probe.figures))
         self._train_codes = {
             kind: (
                 code(sent), code(received),
@@ -299,14 +300,7 @@ class _EndpointSeries:
             if prober_kind == "sip":
                 shape.append(self._sip_code + slot)
                 floats.append(result.status_code)
-        for code, value in zip(
-            self._figures,
-            (
-                result.rtt_seconds, result.rtt_min_seconds, result.rtt_max_seconds,
-                result.jitter_seconds, result.packet_loss_ratio,
-            ),
-            strict=True,
-        ):  # fmt: skip
+        for code, value in zip(self._figures, figures_of(result), strict=True):
             if value is not None:
                 shape.append(code + slot)
                 floats.append(value)

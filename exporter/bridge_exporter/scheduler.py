@@ -121,7 +121,6 @@ class Backstop:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = weakref.ref(loop)
         self._watched: dict[int, tuple[asyncio.Task, float]] = {}  # token: (task, cut-off)
-        self._cut: set[int] = set()
         self._tokens = itertools.count()
         self._sweeping = False
 
@@ -134,11 +133,9 @@ class Backstop:
         return token
 
     def release(self, token: int) -> bool:
-        """Stop watching; True if the backstop cancelled the probe's task."""
-        if self._watched.pop(token, None) is not None:
-            return False
-        self._cut.discard(token)
-        return True
+        """Stop watching (once per token); True if the backstop cancelled the probe's task,
+        as only a cut takes a token out before its release."""
+        return self._watched.pop(token, None) is None
 
     def _sweep(self) -> None:
         loop = self._loop()
@@ -148,7 +145,6 @@ class Backstop:
         overdue = [token for token, (_, cutoff) in self._watched.items() if cutoff <= now]
         for token in overdue:
             task, _ = self._watched.pop(token)
-            self._cut.add(token)
             task.cancel()
         self._sweeping = bool(self._watched)
         if self._sweeping:
