@@ -7,6 +7,7 @@ CI (CI=true): CI must never go green by skipping what it was meant to prove.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -52,3 +53,59 @@ def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
 @pytest.fixture
 def tool():
     return need_tool
+
+
+@pytest.fixture
+async def worst_loop_stall():
+    """A watcher on the test's event loop; gives the worst lateness it has seen so far.
+
+    Peers that share the test's loop (the simulator, the reflector) answer late when that
+    loop stalls (a garbage collection, a busy CI host), and the round trip on the wire
+    really is longer. Bounds on such round trips grow by what this watcher saw, an oracle
+    independent of the code under test.
+    """
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    tick, worst = 0.002, [0.0]
+
+    async def watch() -> None:
+        while True:
+            before = loop.time()
+            await asyncio.sleep(tick)
+            worst[0] = max(worst[0], loop.time() - before - tick)
+
+    watcher = asyncio.create_task(watch())
+    await asyncio.sleep(0)
+    yield lambda: worst[0]
+    watcher.cancel()
+
+
+@pytest.fixture
+def answer_ages(monkeypatch) -> list[tuple[int, float]]:
+    """(sequence, seconds) for each STAMP answer, in the order the reflector sent them:
+    the time from the send time the packet carries to the reflector's reply, which is the
+    round trip the wire really saw, whatever the shared event loop did meanwhile."""
+    import time
+
+    from bridge_exporter.reflector import StampReflector
+    from bridge_exporter.stamp_packet import unix_from_ntp
+
+    ages: list[tuple[int, float]] = []
+    answer = StampReflector._answer
+
+    def timed_answer(self, request, *args):
+        ages.append((request.sequence, time.time() - unix_from_ntp(request.timestamp)))
+        answer(self, request, *args)
+
+    monkeypatch.setattr(StampReflector, "_answer", timed_answer)
+    return ages
+
+
+def rfc3550_jitter_of(transits: list[float]) -> float:
+    """RFC 3550 section 6.4.1 interarrival jitter, written here independently of the
+    prober: J += (|D| - J) / 16 over successive transit times in arrival order."""
+    jitter = 0.0
+    for before, after in itertools.pairwise(transits):
+        jitter += (abs(after - before) - jitter) / 16
+    return jitter
