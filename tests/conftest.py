@@ -55,30 +55,52 @@ def tool():
     return need_tool
 
 
-@pytest.fixture
-async def worst_loop_stall():
-    """A watcher on the test's event loop; gives the worst lateness it has seen so far.
+class LoopStallWatcher:
+    """Watches the running event loop; calling it gives the worst lateness seen since it
+    started or was last reset.
 
     Peers that share the test's loop (the simulator, the reflector) answer late when that
     loop stalls (a garbage collection, a busy CI host), and the round trip on the wire
     really is longer. Bounds on such round trips grow by what this watcher saw, an oracle
     independent of the code under test.
     """
-    import asyncio
 
-    loop = asyncio.get_running_loop()
-    tick, worst = 0.002, [0.0]
+    TICK = 0.002
 
-    async def watch() -> None:
+    def __init__(self) -> None:
+        import asyncio
+
+        self.worst = 0.0
+        self._task = asyncio.get_running_loop().create_task(self._watch())
+
+    async def _watch(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
         while True:
             before = loop.time()
-            await asyncio.sleep(tick)
-            worst[0] = max(worst[0], loop.time() - before - tick)
+            await asyncio.sleep(self.TICK)
+            self.worst = max(self.worst, loop.time() - before - self.TICK)
 
-    watcher = asyncio.create_task(watch())
+    def __call__(self) -> float:
+        return self.worst
+
+    def reset(self) -> None:
+        self.worst = 0.0
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+@pytest.fixture
+async def worst_loop_stall():
+    """A LoopStallWatcher on the test's event loop."""
+    import asyncio
+
+    watcher = LoopStallWatcher()
     await asyncio.sleep(0)
-    yield lambda: worst[0]
-    watcher.cancel()
+    yield watcher
+    watcher.stop()
 
 
 @pytest.fixture

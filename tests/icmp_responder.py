@@ -10,7 +10,9 @@ are answered --delay seconds later. Replies are scheduled on an event loop, neve
 on, so requests keep flowing while earlier replies wait.
 
 Prints "ready" once listening; on SIGTERM or SIGINT prints one JSON line
-{"received": ..., "dropped": ..., "answered": ...} and exits.
+{"received": ..., "dropped": ..., "answered": ..., "late_mean_seconds": ...} and exits.
+late_mean_seconds is how much later than planned, on average, the replies left (a busy
+host runs this process's timers late): tests add it to their RTT bounds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import signal
 import socket
 import struct
 import sys
+import time
 
 ECHO_REQUEST, ECHO_REPLY = 8, 0
 SOL_RAW, ICMP_FILTER = 255, 1
@@ -49,6 +52,7 @@ class Responder:
         self.loss = loss
         self.decide = random.Random(seed)
         self.counts = {"received": 0, "dropped": 0, "answered": 0}
+        self.late_seconds = 0.0
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
         self.sock.setblocking(False)
         blocked = ~(1 << ECHO_REQUEST) & 0xFFFFFFFF  # let the kernel pass requests only
@@ -68,11 +72,13 @@ class Responder:
             if self.decide.random() < self.loss:
                 self.counts["dropped"] += 1
                 continue
-            loop.call_later(self.delay, self.send, echo_reply(icmp), source)
+            due = time.monotonic() + self.delay
+            loop.call_later(self.delay, self.send, echo_reply(icmp), source, due)
 
-    def send(self, reply: bytes, destination: str) -> None:
+    def send(self, reply: bytes, destination: str, due: float) -> None:
         try:
             self.sock.sendto(reply, (destination, 0))
+            self.late_seconds += max(0.0, time.monotonic() - due)
             self.counts["answered"] += 1
         except OSError as exc:
             print(f"send to {destination} failed: {exc}", file=sys.stderr, flush=True)
@@ -86,7 +92,9 @@ async def serve(responder: Responder) -> None:
     loop.add_reader(responder.sock.fileno(), responder.on_readable)
     print("ready", flush=True)
     await stop
-    print(json.dumps(responder.counts), flush=True)
+    answered = responder.counts["answered"]
+    late_mean = responder.late_seconds / answered if answered else 0.0
+    print(json.dumps({**responder.counts, "late_mean_seconds": late_mean}), flush=True)
 
 
 def main() -> None:

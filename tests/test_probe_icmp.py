@@ -136,7 +136,7 @@ def start_responder(host, delay: float, loss: float, seed: int) -> subprocess.Po
     return responder
 
 
-def stop_responder(responder: subprocess.Popen) -> dict[str, int]:
+def stop_responder(responder: subprocess.Popen) -> dict[str, float]:
     responder.terminate()
     output, _ = responder.communicate(timeout=5)
     return json.loads(output.strip().splitlines()[-1])
@@ -177,15 +177,17 @@ async def test_loss_and_rtt_match_an_imposed_delay_and_loss_and_agree_with_fping
     assert ours.packets_sent == ours_responder["received"] == count
     assert ours.packets_sent - ours.packets_received == ours_responder["dropped"]
     assert abs(ours.packet_loss_ratio - loss) <= loss_tolerance
+    # A busy host runs the responder's timers late; what it measured it adds to the bound.
     assert rtt_low <= ours.rtt_min_seconds
-    assert rtt_low <= ours.rtt_seconds <= rtt_high
+    assert rtt_low <= ours.rtt_seconds <= rtt_high + ours_responder["late_mean_seconds"]
     assert ours.success
 
     assert count - len(fping_answered) == fping_responder["dropped"]
     assert abs(fping_loss - loss) <= loss_tolerance
-    assert rtt_low <= fping_mean <= rtt_high
+    assert rtt_low <= fping_mean <= rtt_high + fping_responder["late_mean_seconds"]
     assert abs(ours.packet_loss_ratio - fping_loss) <= loss_tolerance
-    assert abs(ours.rtt_seconds - fping_mean) <= rtt_high - rtt_low
+    late = max(ours_responder["late_mean_seconds"], fping_responder["late_mean_seconds"])
+    assert abs(ours.rtt_seconds - fping_mean) <= rtt_high - rtt_low + late
 
 
 # Runs inside a namespace, without CAP_NET_RAW: reports what a user of the prober sees.
@@ -278,16 +280,22 @@ async def test_a_thousand_targets_share_one_socket(prober):
     assert len(prober.sockets()) <= 2  # one per address family, IPv4 the only one used
 
 
-async def test_a_request_due_just_before_the_deadline_is_sent(prober):
+async def test_a_request_due_just_before_the_deadline_is_sent(prober, worst_loop_stall):
     """Sends run on 5 ms ticks (ticks.py), up to a tick late: the last request of a train
-    whose timeout leaves it 4 ms must still go out on time, not be dropped as too late."""
+    whose timeout leaves it 4 ms must still go out on time, not be dropped as too late.
+    A stall of this test's loop longer than those 4 ms really makes it too late, so an
+    attempt that saw one is tried again; one without a stall must send everything."""
     settings = IcmpSettings(count=5, interval=Seconds(0.1))
 
     async def probe_after(index: int):
         await asyncio.sleep(index * 0.00025)  # trains at every phase of the 5 ms ticks
         return await prober.probe(Target(f"p{index}", f"127.0.1.{index + 1}"), settings, 0.404, LOG)
 
-    results = await asyncio.gather(*(probe_after(index) for index in range(20)))
+    for _attempt in range(10):  # the last attempt is judged whatever the loop did
+        worst_loop_stall.reset()
+        results = await asyncio.gather(*(probe_after(index) for index in range(20)))
+        if worst_loop_stall() < 0.003:
+            break
     assert [r.packets_sent for r in results] == [5] * 20
     assert [r.packets_received for r in results] == [5] * 20
     assert not [line for r in results for line in r.debug if "not sent" in line]
@@ -345,13 +353,16 @@ async def test_a_reply_without_the_request_cookie_is_not_credited(prober, netlab
     settings = IcmpSettings(count=2, interval=0.2, packet_timeout=0.6)
     with netns_host("icmp-stray", ignore_echo=True) as silent:
         probe = asyncio.create_task(prober.probe(Target("x", silent.address), settings, 1.0, LOG))
-        await asyncio.sleep(0.05)
-        ((first_sequence, first),) = channel.in_flight.items()
-        await asyncio.sleep(0.25)
+
+        async def in_flight(count: int) -> list:
+            async with asyncio.timeout(5):  # polled: a busy host may send late
+                while len(channel.in_flight) < count:
+                    await asyncio.sleep(0.001)
+            return list(channel.in_flight.items())
+
+        (first_sequence, first), *_ = await in_flight(1)
         second_sequence, second = next(
-            (sequence, request)
-            for sequence, request in channel.in_flight.items()
-            if request is not first
+            (sequence, request) for sequence, request in await in_flight(2) if request is not first
         )
         stray_before = channel.stray_replies
         with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as forger:
