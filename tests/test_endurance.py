@@ -43,9 +43,18 @@ def test_black_holed_and_hung_endpoints_leave_the_healthy_ones_unchanged():
     # ...and the healthy endpoints measure as they do without them.
     assert faulty["healthy_sip_up"] == faulty["healthy"] == clean["healthy"] == 1300
     assert clean["healthy_sip_up"] == clean["healthy"]
+    # An ICMP RTT runs from the send to the kernel's receive timestamp: neither the faults'
+    # work on the event loop nor whatever else the host runs during either run moves it.
+    # The medians (some 0.01 ms on this loopback) agree to within 1 ms.
     assert abs(faulty["rtt_median_seconds"] - clean["rtt_median_seconds"]) < 0.001
-    assert abs(faulty["sip_duration_median_seconds"] - clean["sip_duration_median_seconds"]) < (
-        0.005
+    # A SIP-over-TCP probe's duration is event-loop time (connect, send, read the answer),
+    # which the host's other load moves by milliseconds from one run to the next. Judged
+    # against what waiting behind the faulty endpoints would cost, at least their shortest
+    # timeout (500 ms, ICMP's per packet): within a tenth of that of the fault-free median
+    # (both about 1 ms here).
+    shortest_fault_timeout = 0.5
+    assert faulty["sip_duration_median_seconds"] < (
+        clean["sip_duration_median_seconds"] + shortest_fault_timeout / 10
     )
 
 

@@ -9,12 +9,14 @@ import itertools
 import json
 import re
 import signal
+import statistics
 import subprocess
 import time
 from collections.abc import Iterator
 
 import pytest
 from bridge_exporter import __version__
+from bridge_exporter.scheduler import BACKSTOP_GRACE_SECONDS
 from conftest import free_port
 from helpers_exporter import (
     ExporterProcess,
@@ -297,25 +299,49 @@ def test_exporter_own_series_keep_their_names_types_labels_and_help(scrape, tool
 # --- isolation and overruns ----------------------------------------------------------------
 
 
+def _within_the_grace(duration: float, timeout: float) -> bool:
+    """Ended by the prober's own deadline: a prober that overran it is cut off by the
+    scheduler's backstop no sooner than BACKSTOP_GRACE_SECONDS later (and counted as a
+    prober error), so anything short of that, however late a busy host ran it, is the
+    prober's own timeout."""
+    return timeout - 0.05 <= duration < timeout + BACKSTOP_GRACE_SECONDS
+
+
 def test_hung_peer_costs_its_timeout_and_does_not_delay_others(running):
     exporter = running.exporter
-    first = exporter.scrape()
-    time.sleep(3.2)
-    second = exporter.scrape()
 
     def stamp(scrape: Scrape, endpoint: str) -> float:
         return scrape.value("bridge_last_probe_timestamp_seconds", endpoint=endpoint)
 
-    # The healthy endpoint keeps its 1 s rhythm while two neighbours hang for 2-2.5 s.
-    healthy_advance = stamp(second, "dist-a-web") - stamp(first, "dist-a-web")
-    assert 2.0 <= healthy_advance <= 4.5, healthy_advance
-    assert time.time() - stamp(second, "dist-a-web") < 1.6
+    # Scrape every 0.2 s until five probes of the healthy endpoint were seen (some 4 s):
+    # their times, and how old the latest was at each scrape.
+    scrapes: list[Scrape] = []
+    ages: list[float] = []
+    probes: set[float] = set()
+    give_up = time.monotonic() + 20
+    while len(probes) < 5:
+        assert time.monotonic() < give_up, f"only these healthy probes in 20 s: {probes}"
+        scrapes.append(exporter.scrape())
+        ages.append(time.time() - stamp(scrapes[-1], "dist-a-web"))
+        probes.add(stamp(scrapes[-1], "dist-a-web"))
+        time.sleep(0.2)
+    first, second = scrapes[0], scrapes[-1]
+
+    # The healthy endpoint keeps its 1 s rhythm while two neighbours hang for 2-2.5 s:
+    # its probes come about 1 s apart, not 2 s or more as behind them. The median gap, so
+    # that one round a busy host ran late does not decide it.
+    gaps = [b - a for a, b in itertools.pairwise(sorted(probes))]
+    assert 0.5 < statistics.median(gaps) < 1.5, gaps
+    # And its stamp is the wall-clock time of a recent probe: the freshest scrape sees it
+    # well under 1.6 s old (any one scrape may fall just before a round a busy host ran late).
+    assert min(ages) < 1.6, ages
     for scrape in (first, second):
         fast = scrape.value("bridge_probe_duration_seconds", endpoint="dist-a-web", probe="web")
         assert fast < 0.5, fast
 
     hung = second.value("bridge_probe_duration_seconds", endpoint="dist-a-hung", probe="web_hung")
-    assert HUNG_TIMEOUT - 0.05 <= hung <= HUNG_TIMEOUT + 0.6, hung
+    assert _within_the_grace(hung, HUNG_TIMEOUT), hung
+    assert second.value("bridge_exporter_prober_errors_total") == 0  # no backstop cut
     assert (
         second.samples("bridge_probe_failure_info", endpoint="dist-a-hung")[0].labels["reason"]
         == "timeout"
@@ -326,17 +352,22 @@ def test_hung_peer_costs_its_timeout_and_does_not_delay_others(running):
 
 def test_slow_rounds_count_overruns_and_never_overlap(running):
     slow = running.network.slow
-    time.sleep(1.0)  # let a few slow rounds happen even when run alone
+    # Two slow rounds even when run alone (the second starts 3 s after the first).
+    wait_until(lambda: len(slow.starts) >= 2, 15, "a second slow round")
     scrape = running.exporter.scrape()
     assert scrape.value("bridge_exporter_round_overruns_total") > 0
     duration = scrape.value("bridge_probe_duration_seconds", endpoint="dist-a-slow")
-    assert SLOW_TIMEOUT - 0.05 <= duration <= SLOW_TIMEOUT + 0.6, duration
+    assert _within_the_grace(duration, SLOW_TIMEOUT), duration
+    assert scrape.value("bridge_exporter_prober_errors_total") == 0  # no backstop cut
 
     # What the peer saw: one connection at a time, starting at most once per timeout.
+    # The exporter starts a round no sooner than the last one's 2.5 s ended (on its 1 s
+    # grid: 3 s later); the peer notes each accept in a thread of this process that a busy
+    # host may run late, so a gap may look up to 0.5 s short. Overlapping rounds, paced by
+    # the interval, would come 1 s apart.
     starts = list(slow.starts)
-    assert len(starts) >= 2, f"too few slow rounds seen: {starts}"
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert min(gaps) >= SLOW_TIMEOUT - 0.1, gaps
+    assert min(gaps) >= SLOW_TIMEOUT - 0.5, gaps
     assert slow.most_open == 1
     elapsed = time.monotonic() - running.started
     assert len(starts) <= elapsed / SLOW_TIMEOUT + 1

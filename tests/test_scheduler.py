@@ -4,10 +4,10 @@ probers' own results (reason, status, debug lines) surviving the wrapper's backs
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import socket
 import time
+from collections.abc import Callable
 
 import pytest
 from bridge_exporter.config import parse_inventory
@@ -65,6 +65,15 @@ async def listener():
     await server.wait_closed()
 
 
+async def _until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """Poll until `condition()` holds: a slow host takes longer, it does not fail the test."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"still waiting after {timeout:g} s for {what}"
+        await asyncio.sleep(0.02)
+
+
 async def _run(inventory):
     state = Recorder(inventory)
     probers = Probers()
@@ -74,15 +83,16 @@ async def _run(inventory):
     return state, probers, scheduler
 
 
-async def test_starts_are_spread_over_the_interval(listener):
+async def test_starts_are_spread_over_the_interval(listener, worst_loop_stall):
     state, probers, scheduler = await _run(_inventory(listener))
     try:
         started = asyncio.get_running_loop().time()
-        await asyncio.sleep(INTERVAL + 0.3)
+        await _until(lambda: len(state.rounds) == ENDPOINTS + 1, "every endpoint's first round")
         firsts = sorted(times[0] - started for times in state.rounds.values())
-        assert len(firsts) == ENDPOINTS + 1
-        # Spread, not a burst: the first rounds cover most of the interval.
-        assert firsts[-1] - firsts[0] > 0.5 * INTERVAL
+        assert firsts[-1] <= INTERVAL + 0.3 + worst_loop_stall()  # all in the first interval
+        # Spread, not a burst: the first rounds cover most of the interval (less what a
+        # stalled loop ran late and together).
+        assert firsts[-1] - firsts[0] > 0.5 * INTERVAL - worst_loop_stall()
         assert all(state.endpoints[i].up for i in state.endpoints)
     finally:
         await scheduler.stop()
@@ -117,18 +127,19 @@ async def test_reloads_keep_unchanged_endpoints_on_their_cadence(listener):
         await probers.close()
 
 
-async def test_a_changed_endpoint_restarts_with_its_new_settings(listener):
+async def test_a_changed_endpoint_restarts_with_its_new_settings(listener, worst_loop_stall):
     state, probers, scheduler = await _run(_inventory(listener))
     try:
-        await asyncio.sleep(INTERVAL + 0.2)
-        assert state.endpoints["s3"].up is True
+        await _until(lambda: state.endpoints["s3"].up is True, "s3 up")
         with socket.socket() as closed:
             closed.bind(("127.0.0.1", 0))
             refused_port = closed.getsockname()[1]
         inventory = _inventory(listener, s3_port=refused_port)
+        reloaded = asyncio.get_running_loop().time()
         await scheduler.replace_inventory(inventory)
-        await asyncio.sleep(INTERVAL + 0.2)
-        assert state.endpoints["s3"].up is False
+        await _until(lambda: state.endpoints["s3"].up is False, "s3 down on its new port")
+        # On its next slot, within an interval, not some rounds later.
+        assert asyncio.get_running_loop().time() - reloaded <= INTERVAL + 0.2 + worst_loop_stall()
         assert state.endpoints["s3"].records["tcp"].result.reason == "refused"
         assert state.endpoints["s4"].up is True
     finally:
@@ -152,7 +163,7 @@ async def _round_against_a_peer_that_only_says_trying(timeout: str):
         transport.close()
 
 
-async def test_sip_reason_status_and_debug_survive_the_scheduler(caplog):
+async def test_sip_reason_status_and_debug_survive_the_scheduler(caplog, worst_loop_stall):
     # Only "100 Trying", never a final answer: the prober's own verdict must reach the
     # state, not a bare "timeout" from the wrapper. With debug logging on, the messages
     # themselves are kept too.
@@ -162,7 +173,7 @@ async def test_sip_reason_status_and_debug_survive_the_scheduler(caplog):
     assert (result.success, result.reason) == (False, "timeout_after_provisional")
     assert result.status_code == 100
     assert "< SIP/2.0 100 Trying" in result.debug
-    assert 0.6 <= result.duration_seconds < 0.6 + 0.5
+    assert 0.6 <= result.duration_seconds < 0.6 + 0.5 + worst_loop_stall()
     assert done.stats.probe_errors == 0
 
 
@@ -341,7 +352,14 @@ class _NotesStarts(Prober):
         return ProbeResult(success=True)
 
 
-async def test_round_starts_fall_on_a_grid_and_stay_spread():
+def _share_at_one_phase(times: list[float], step: float, width: float) -> float:
+    """The largest share of `times` whose phases in `step` lie less than `width` after one
+    of them: what share of the starts one periodic wake-up of that step could have run."""
+    phases = [t % step for t in times]
+    return max(sum((p - first) % step < width for p in phases) for first in phases) / len(times)
+
+
+async def test_round_starts_fall_on_a_grid_and_stay_spread(worst_loop_stall):
     """300 endpoints every 2 s: starts on a 20 ms grid (a hundredth of the interval), so the
     loop wakes once per step for the endpoints due in it, and still spread over the whole
     interval."""
@@ -361,18 +379,23 @@ async def test_round_starts_fall_on_a_grid_and_stay_spread():
     inventory = parse_inventory("\n".join(lines), "grid.yml")
     prober = _NotesStarts()
     scheduler = Scheduler(inventory, State(inventory), _OneProber(prober))
+    begun = asyncio.get_running_loop().time()
     scheduler.start()
     try:
-        await asyncio.sleep(2.3)
+        await _until(lambda: len(prober.starts) == 301, "every endpoint's first start")
     finally:
         await scheduler.stop()
     starts = sorted(prober.starts.values())
-    assert len(starts) == 301
-    # Grouped: starts less than 2 ms apart belong to one step. The 301 ids fill all 100
-    # steps; a loaded machine may split a few (spread, they would make some 220 groups).
-    steps = 1 + sum(1 for a, b in itertools.pairwise(starts) if b - a > 0.002)
-    assert 60 <= steps <= 115, steps
-    assert starts[-1] - starts[0] > 1.5  # spread over the interval, not a burst
+    # On the grid the starts have one phase in the 20 ms step (the coarse timers' 5 ms
+    # tick shifts them all alike), each a little after it as its step's batch runs: all
+    # within 4 ms of it (here 99 %). Off the grid they start on any 5 ms tick, some
+    # quarter of them at each phase (here 31-33 % at the best one). More than half, so
+    # that the batches a busy host runs late (at any phase) do not decide it.
+    assert _share_at_one_phase(starts, 0.020, 0.004) > 0.5
+    # Spread over the interval, not a burst (less what a stalled loop ran late together),
+    # and all within the first interval.
+    assert starts[-1] - starts[0] > 1.5 - worst_loop_stall()
+    assert starts[-1] - begun <= 2.0 + 0.3 + worst_loop_stall()
 
 
 async def test_a_prober_that_fails_when_cut_is_a_prober_error():
