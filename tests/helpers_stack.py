@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -39,18 +40,26 @@ def rewrite_prometheus_config(
     prometheus: str,
     alertmanager: str,
     interval: str | None = None,
+    scrape_interval: str | None = None,
 ) -> Path:
     """prometheus.yml and rules/ copied into `directory`, scraping the given host:port
-    targets (and, if given, every `interval`: scrape, timeout and rule evaluation)."""
+    targets (and, if given, every `interval`: scrapes and rule evaluation; scrapes every
+    `scrape_interval` instead if that is given too).
+
+    A scrape may take until the next one is due (scrape_timeout = the scrape interval, the
+    most Prometheus allows). One that takes longer fails, and Prometheus then marks every
+    series of the target stale: rules see none of them until the next scrape, so every
+    alert on them resolves at once, and instant queries find nothing."""
     config = yaml.safe_load((PROM_DIR / "prometheus.yml").read_text(encoding="utf-8"))
     targets = {"bridge": exporter, "prometheus": prometheus, "alertmanager": alertmanager}
     for job in config["scrape_configs"]:
         job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
     config["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [alertmanager]}]}]
+    scrape = scrape_interval or interval
+    if scrape:
+        config["global"].update(scrape_interval=scrape, scrape_timeout=scrape)
     if interval:
-        config["global"].update(
-            scrape_interval=interval, scrape_timeout=interval, evaluation_interval=interval
-        )
+        config["global"]["evaluation_interval"] = interval
     shutil.copytree(PROM_DIR / "rules", directory / "rules", dirs_exist_ok=True)
     path = directory / "prometheus.yml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
@@ -223,14 +232,35 @@ class Prometheus(_Server):
         ]
         super().__init__("prometheus", args, workdir, port)
 
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        status, body = http_request(
-            f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        )
+    def query(self, promql: str, at: float | None = None) -> list[dict[str, Any]]:
+        """An instant query, now or at the Unix time `at`."""
+        params = {"query": promql} | ({} if at is None else {"time": f"{at:.3f}"})
+        status, body = http_request(f"{self.url}/api/v1/query?" + urllib.parse.urlencode(params))
         assert status == 200, body
         answer = json.loads(body)
         assert answer["status"] == "success", answer
         return answer["data"]["result"]
+
+    def clean_instant(self, job: str, interval: float, timeout: float = 60) -> float:
+        """A moment one `interval` (scrape and evaluation) ago, so that every scrape and
+        rule evaluation that started before it has written its samples, after three
+        intervals in which every scrape of `job` succeeded: an instant query there sees
+        every series of the target and every rule recorded from them. Waits for one if a
+        scrape failed lately (see rewrite_prometheus_config)."""
+
+        def found() -> float | None:
+            at = time.time() - interval
+            scrapes = self.query(f'min_over_time(up{{job="{job}"}}[{3 * interval:g}s])', at)
+            return at if scrapes and all(float(s["value"][1]) == 1 for s in scrapes) else None
+
+        return wait_until(found, timeout, f"{3 * interval:g} s of successful {job} scrapes")
+
+    def failed_scrapes(self, job: str) -> int:
+        """How many scrapes of `job` failed in the last hour (the tests' Prometheus is
+        younger: all of them)."""
+        window = f'up{{job="{job}"}}[1h]'
+        result = self.query(f"sum(count_over_time({window}) - sum_over_time({window}))")
+        return round(float(result[0]["value"][1])) if result else 0
 
     def by_label(self, promql: str, label: str) -> dict[str, float]:
         return {r["metric"].get(label, ""): float(r["value"][1]) for r in self.query(promql)}
