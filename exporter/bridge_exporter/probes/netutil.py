@@ -57,22 +57,17 @@ def _family_filter(family_pref: str) -> int:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _numeric(host: str, port: int) -> tuple[tuple, ...] | None:
-    """getaddrinfo for a literal address (no resolver involved), or None for a host name."""
+def _literal(address: str, port: int, family_pref: str) -> tuple[int, tuple] | None:
+    """resolve() of a literal address (no resolver involved), or None for a host name.
+    Cached: the answer never changes, and every probe of every round asks."""
+    host = strip_brackets(address)
+    if not host:
+        return None
     try:
         infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
     except socket.gaierror:
         return None
-    return tuple(infos)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _literal(address: str, port: int, family_pref: str) -> tuple[int, tuple] | None:
-    """resolve() of a literal address, or None for a host name. Cached: the answer never
-    changes, and every probe of every round asks."""
-    host = strip_brackets(address)
-    infos = _numeric(host, port) if host else None
-    return None if infos is None else _first(host, infos, _family_filter(family_pref))
+    return _first(host, infos, _family_filter(family_pref))
 
 
 def _first(host: str, infos: tuple | list, family: int) -> tuple[int, tuple]:
