@@ -7,14 +7,19 @@ CI (CI=true): CI must never go green by skipping what it was meant to prove.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import shutil
 import socket
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from bridge_exporter.reflector import StampReflector
+from bridge_exporter.stamp_packet import unix_from_ntp
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -55,6 +60,18 @@ def tool():
     return need_tool
 
 
+async def eventually(
+    condition: Callable[[], object], what: str, timeout: float = 10.0, every: float = 0.02
+) -> None:
+    """Poll (on the running loop) until `condition()` holds: a slow host takes longer, it
+    does not fail the test."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"still waiting after {timeout:g} s for {what}"
+        await asyncio.sleep(every)
+
+
 class LoopStallWatcher:
     """Watches the running event loop; calling it gives the worst lateness seen since it
     started or was last reset.
@@ -68,14 +85,10 @@ class LoopStallWatcher:
     TICK = 0.002
 
     def __init__(self) -> None:
-        import asyncio
-
         self.worst = 0.0
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
-        import asyncio
-
         loop = asyncio.get_running_loop()
         while True:
             before = loop.time()
@@ -95,8 +108,6 @@ class LoopStallWatcher:
 @pytest.fixture
 async def worst_loop_stall():
     """A LoopStallWatcher on the test's event loop."""
-    import asyncio
-
     watcher = LoopStallWatcher()
     await asyncio.sleep(0)
     yield watcher
@@ -108,11 +119,6 @@ def answer_ages(monkeypatch) -> list[tuple[int, float]]:
     """(sequence, seconds) for each STAMP answer, in the order the reflector sent them:
     the time from the send time the packet carries to the reflector's reply, which is the
     round trip the wire really saw, whatever the shared event loop did meanwhile."""
-    import time
-
-    from bridge_exporter.reflector import StampReflector
-    from bridge_exporter.stamp_packet import unix_from_ntp
-
     ages: list[tuple[int, float]] = []
     answer = StampReflector._answer
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from bridge_exporter.probes.base import Seconds, Target
 from bridge_exporter.probes.icmp import IcmpProber, IcmpSettings, icmp_checksum
-from conftest import missing, need_tool
+from conftest import eventually, missing, need_tool
 from netlab import isolated_netns, netlab_problem, netns_host
 
 TESTS = Path(__file__).resolve().parent
@@ -355,9 +355,10 @@ async def test_a_reply_without_the_request_cookie_is_not_credited(prober, netlab
         probe = asyncio.create_task(prober.probe(Target("x", silent.address), settings, 1.0, LOG))
 
         async def in_flight(count: int) -> list:
-            async with asyncio.timeout(5):  # polled: a busy host may send late
-                while len(channel.in_flight) < count:
-                    await asyncio.sleep(0.001)
+            # Polled: a busy host may send late.
+            await eventually(
+                lambda: len(channel.in_flight) >= count, "requests in flight", 5, 0.001
+            )
             return list(channel.in_flight.items())
 
         (first_sequence, first), *_ = await in_flight(1)

@@ -7,7 +7,6 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
 
 import pytest
 from bridge_exporter.config import parse_inventory
@@ -15,6 +14,7 @@ from bridge_exporter.probes import Prober, ProbeResult
 from bridge_exporter.probes.tcp import TcpSettings
 from bridge_exporter.scheduler import Probers, Scheduler
 from bridge_exporter.state import State
+from conftest import eventually
 from scheduler_round import one_round, single_module_inventory
 from test_probe_sip import start_udp_peer
 
@@ -65,15 +65,6 @@ async def listener():
     await server.wait_closed()
 
 
-async def _until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
-    """Poll until `condition()` holds: a slow host takes longer, it does not fail the test."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"still waiting after {timeout:g} s for {what}"
-        await asyncio.sleep(0.02)
-
-
 async def _run(inventory):
     state = Recorder(inventory)
     probers = Probers()
@@ -87,7 +78,7 @@ async def test_starts_are_spread_over_the_interval(listener, worst_loop_stall):
     state, probers, scheduler = await _run(_inventory(listener))
     try:
         started = asyncio.get_running_loop().time()
-        await _until(lambda: len(state.rounds) == ENDPOINTS + 1, "every endpoint's first round")
+        await eventually(lambda: len(state.rounds) == ENDPOINTS + 1, "every endpoint's first round")
         firsts = sorted(times[0] - started for times in state.rounds.values())
         assert firsts[-1] <= INTERVAL + 0.3 + worst_loop_stall()  # all in the first interval
         # Spread, not a burst: the first rounds cover most of the interval (less what a
@@ -130,14 +121,14 @@ async def test_reloads_keep_unchanged_endpoints_on_their_cadence(listener):
 async def test_a_changed_endpoint_restarts_with_its_new_settings(listener, worst_loop_stall):
     state, probers, scheduler = await _run(_inventory(listener))
     try:
-        await _until(lambda: state.endpoints["s3"].up is True, "s3 up")
+        await eventually(lambda: state.endpoints["s3"].up is True, "s3 up")
         with socket.socket() as closed:
             closed.bind(("127.0.0.1", 0))
             refused_port = closed.getsockname()[1]
         inventory = _inventory(listener, s3_port=refused_port)
         reloaded = asyncio.get_running_loop().time()
         await scheduler.replace_inventory(inventory)
-        await _until(lambda: state.endpoints["s3"].up is False, "s3 down on its new port")
+        await eventually(lambda: state.endpoints["s3"].up is False, "s3 down on its new port")
         # On its next slot, within an interval, not some rounds later.
         assert asyncio.get_running_loop().time() - reloaded <= INTERVAL + 0.2 + worst_loop_stall()
         assert state.endpoints["s3"].records["tcp"].result.reason == "refused"
@@ -382,7 +373,7 @@ async def test_round_starts_fall_on_a_grid_and_stay_spread(worst_loop_stall):
     begun = asyncio.get_running_loop().time()
     scheduler.start()
     try:
-        await _until(lambda: len(prober.starts) == 301, "every endpoint's first start")
+        await eventually(lambda: len(prober.starts) == 301, "every endpoint's first start")
     finally:
         await scheduler.stop()
     starts = sorted(prober.starts.values())
